@@ -1,0 +1,1 @@
+"""Floor 2: settings, the one place Kafka clients are made, the warehouse, the local stack."""

@@ -1,0 +1,230 @@
+"""The one place Kafka clients are made, and the one producer lifecycle.
+
+Every setting below that differs from librdkafka's default says why. The
+measurements are DESIGN.md's, taken against Tansu on this project's machines;
+they hold for Apache Kafka as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import Consumer as _Consumer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from pydantic import BaseModel
+
+from schemas.common import MAX_MESSAGE_BYTES, MiB
+from schemas.serde import encode
+from schemas.topics import Topic
+
+log = logging.getLogger(__name__)
+
+# Keys, headers and record-batch framing ride on top of a maximal value.
+WIRE_MAX_BYTES = MAX_MESSAGE_BYTES + 1 * MiB
+
+
+def _common(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": client_id,
+        # Our 16 MiB messages must fit in a request (responses already may be
+        # up to librdkafka's default receive.message.max.bytes, 100 MB).
+        "message.max.bytes": WIRE_MAX_BYTES,
+    }
+
+
+def producer_config(
+    bootstrap_servers: str, client_id: str = "llm-twin", *, embedded_broker: bool = False
+) -> dict[str, Any]:
+    config = _common(bootstrap_servers, client_id) | {
+        # Off by default in librdkafka; with it, a retried send is never written twice.
+        "enable.idempotence": True,
+        # A message is delivered only once every in-sync replica has it.
+        "acks": "all",
+        # A few ms of batching costs nothing a person notices and fills batches under load.
+        "linger.ms": 5,
+    }
+    if embedded_broker:
+        # Tansu 0.6 reports a partition's high watermark as the last record batch's
+        # base offset + 1, so the other records of a multi-record batch are
+        # invisible to lag. One record per batch keeps the watermark exact; measured
+        # here, 300 messages still took 0.6 s including the producer's start.
+        config["batch.num.messages"] = 1
+    return config
+
+
+def consumer_config(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    latency_sensitive: bool,
+    client_id: str = "llm-twin",
+) -> dict[str, Any]:
+    config = _common(bootstrap_servers, client_id) | {
+        "group.id": group_id,
+        # With librdkafka's default (45 s) a new member of a group waited ~23 s for
+        # its first message on Tansu; with 6 s / 1 s it waited ~3 s.
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        # Offsets are stored by hand (store_offsets) only after the side effect is
+        # durable; auto-commit then commits just those.
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": True,
+        "auto.offset.reset": "earliest",
+        "fetch.message.max.bytes": WIRE_MAX_BYTES,
+        "max.partition.fetch.bytes": WIRE_MAX_BYTES,
+    }
+    if latency_sensitive:
+        # Tansu does not wake a long-polled fetch when data arrives: produce->consume
+        # p50 was ~200 ms with the default 500 ms wait and ~3 ms with 10 ms.
+        config["fetch.wait.max.ms"] = 10
+    return config
+
+
+def make_producer(
+    bootstrap_servers: str, client_id: str = "llm-twin", *, embedded_broker: bool = False
+) -> Producer:
+    return Producer(producer_config(bootstrap_servers, client_id, embedded_broker=embedded_broker))
+
+
+def make_consumer(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    latency_sensitive: bool,
+    client_id: str = "llm-twin",
+) -> _Consumer:
+    return _Consumer(
+        consumer_config(
+            bootstrap_servers, group_id, latency_sensitive=latency_sensitive, client_id=client_id
+        )
+    )
+
+
+def make_admin(bootstrap_servers: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap_servers, "client.id": "llm-twin-admin"})
+
+
+def topic_config(topic: Topic) -> dict[str, str]:
+    return {
+        "cleanup.policy": topic.cleanup_policy,
+        "retention.ms": str(topic.retention_ms),
+        "max.message.bytes": str(WIRE_MAX_BYTES),
+    }
+
+
+def ensure_topics(
+    admin: AdminClient, topics: Iterable[Topic], timeout_s: float = 10.0
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Existing topics are left as they are (their partition count is never lowered).
+    """
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                t.name, num_partitions=t.partitions, replication_factor=-1, config=topic_config(t)
+            )
+            for t in topics
+        ],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        else:
+            created.append(name)
+    return created
+
+
+class DeliveryFailed(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+@dataclass
+class Publisher:
+    """A producer used the way confluent-kafka's examples use one.
+
+    ``poll(0)`` after each send serves delivery callbacks; a full local queue
+    (``BufferError``) is drained with ``poll(1)`` and the send retried, never
+    dropped; ``close()`` flushes and raises ``DeliveryFailed`` if any message
+    was not delivered.
+    """
+
+    producer: Producer
+    flush_timeout_s: float = 60.0
+    delivered: list[Delivered] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def publish(
+        self,
+        topic: Topic,
+        key: str | bytes,
+        message: BaseModel | None,
+        *,
+        partition: int | None = None,
+    ) -> None:
+        """Send ``message`` (``None``: a tombstone) under ``key``."""
+        if message is None and not topic.tombstones:
+            raise ValueError(f"{topic.name} does not take tombstones")
+        value = None if message is None else encode(message)
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic.name, **kwargs)
+                break
+            except BufferError:
+                self.producer.poll(1)
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        remaining = self.producer.flush(self.flush_timeout_s)
+        if remaining:
+            self.failed.append(f"{remaining} message(s) still undelivered after flush")
+        if self.failed:
+            raise DeliveryFailed("; ".join(self.failed))
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failed.append(f"{message.topic()}: {error.str()}")
+            log.error("delivery to %s failed: %s", message.topic(), error.str())
+            return
+        self.delivered.append(
+            Delivered(
+                topic=message.topic() or "",
+                partition=message.partition() or 0,
+                offset=message.offset() or 0,
+                key=message.key(),
+            )
+        )
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.flush()

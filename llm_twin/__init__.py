@@ -1,0 +1,1 @@
+"""Floor 4: the ``llm-twin`` command. It wires the other packages together; no business logic."""

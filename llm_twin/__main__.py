@@ -1,0 +1,3 @@
+from llm_twin.cli import main
+
+main()

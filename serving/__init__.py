@@ -1,0 +1,1 @@
+"""Floor 3: retrieval, prompts, the Faust retrieval consumer and the HTTP API."""

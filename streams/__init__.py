@@ -1,0 +1,1 @@
+"""Floor 3: the Bytewax feature dataflow: raw documents -> clean -> chunk -> embed -> stores."""

@@ -1,0 +1,1 @@
+"""Floor 3: dataset snapshots, LoRA fine-tuning, adapters and evaluation."""
