@@ -8,7 +8,7 @@ they hold for Apache Kafka as well.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -165,13 +165,15 @@ class Publisher:
 
     ``poll(0)`` after each send serves delivery callbacks; a full local queue
     (``BufferError``) is drained with ``poll(1)`` and the send retried, never
-    dropped; ``close()`` flushes and raises ``DeliveryFailed`` if any message
-    was not delivered.
+    dropped; ``flush()`` (also on leaving a ``with`` block) waits for every
+    message and raises ``DeliveryFailed`` if any was not delivered.
+    ``on_delivered`` sees each delivered message's coordinates.
     """
 
     producer: Producer
     flush_timeout_s: float = 60.0
-    delivered: list[Delivered] = field(default_factory=list)
+    on_delivered: Callable[[Delivered], None] | None = None
+    delivered_count: int = 0
     failed: list[str] = field(default_factory=list)
 
     def publish(
@@ -209,14 +211,16 @@ class Publisher:
             self.failed.append(f"{message.topic()}: {error.str()}")
             log.error("delivery to %s failed: %s", message.topic(), error.str())
             return
-        self.delivered.append(
-            Delivered(
-                topic=message.topic() or "",
-                partition=message.partition() or 0,
-                offset=message.offset() or 0,
-                key=message.key(),
+        self.delivered_count += 1
+        if self.on_delivered is not None:
+            self.on_delivered(
+                Delivered(
+                    topic=message.topic() or "",
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    key=message.key(),
+                )
             )
-        )
 
     def __enter__(self) -> Publisher:
         return self

@@ -154,7 +154,8 @@ def _check_port_free(port: int, name: str) -> None:
 
 def _spawn(argv: list[str], log_path: Path) -> psutil.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    # A fresh log per start: its tail then explains this start, not an earlier one.
+    with log_path.open("wb") as log:
         # A session of its own: the service outlives the command that started it
         # and a Ctrl-C in that terminal does not reach it.
         child = subprocess.Popen(
@@ -184,6 +185,23 @@ def _stop(*services: ServiceProcess) -> None:
     psutil.wait_procs(still_running, timeout=STOP_GRACE_S)
 
 
+def _wait_until_answering(
+    service: ServiceProcess, answers: Callable[[str], bool], timeout_s: float
+) -> bool:
+    """True once the service answers; False if it exited first; StackError on time-out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_alive(service):
+            return False
+        if answers(service.address):
+            return True
+        time.sleep(0.05)
+    raise StackError(
+        f"did not answer on {service.address} within {timeout_s:.0f} s; "
+        f"log {service.log}:\n{_log_tail(Path(service.log))}"
+    )
+
+
 def _start_service(
     name: str,
     argv_for_port: Callable[[int], list[str]],
@@ -198,25 +216,22 @@ def _start_service(
         if fixed_port:
             _check_port_free(fixed_port, name)
         port = fixed_port or _free_port()
-        address = address_for_port(port)
         process = _spawn(argv_for_port(port), log_path)
-        service = ServiceProcess(process.pid, process.create_time(), port, address, str(log_path))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not is_alive(service):
-                break
-            if answers(address):
+        service = ServiceProcess(
+            process.pid, process.create_time(), port, address_for_port(port), str(log_path)
+        )
+        try:
+            if _wait_until_answering(service, answers, timeout_s):
                 return service
-            time.sleep(0.05)
-        else:
+        except BaseException as error:  # a time-out, or Ctrl-C while waiting
             _stop(service)
-            raise StackError(
-                f"{name} did not answer on {address} within {timeout_s:.0f} s; "
-                f"log {log_path}:\n{_log_tail(log_path)}"
-            )
+            if isinstance(error, StackError):
+                raise StackError(f"{name} {error}") from None
+            raise
         with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
             process.wait(timeout=1)  # reap it, if it is our child
         tail = _log_tail(log_path)
+        # An auto-chosen port can be taken between choosing it and the bind.
         if "address" in tail.lower() and "in use" in tail.lower() and attempt < attempts:
             continue
         raise StackError(f"{name} exited during start-up; log {log_path}:\n{tail}")
@@ -357,26 +372,21 @@ def up(settings: PlatformSettings) -> tuple[StackState, list[str]]:
     """
     with _locked(settings):
         previous = load_state(settings) or StackState(None, None, None, None)
-        started: list[str] = []
-
         kafka_service = previous.kafka if previous.kafka and is_alive(previous.kafka) else None
-        incarnation_id = previous.incarnation_id if kafka_service else None
-        if settings.kafka_bootstrap_servers is None and kafka_service is None:
-            incarnation_id = uuid.uuid4().hex
-            kafka_service = _start_kafka(settings, incarnation_id)
-            started.append("kafka")
-
         mongodb_service = (
             previous.mongodb if previous.mongodb and is_alive(previous.mongodb) else None
         )
-        if settings.mongodb_uri is None and mongodb_service is None:
-            try:
-                mongodb_service = _start_mongodb(settings)
-            except StackError:
-                if "kafka" in started and kafka_service is not None:
-                    _stop(kafka_service)  # leave nothing half-started behind
-                raise
-            started.append("mongodb")
+        incarnation_id = previous.incarnation_id if kafka_service else None
+        started: dict[str, ServiceProcess] = {}
+        try:
+            if settings.kafka_bootstrap_servers is None and kafka_service is None:
+                incarnation_id = uuid.uuid4().hex
+                kafka_service = started["kafka"] = _start_kafka(settings, incarnation_id)
+            if settings.mongodb_uri is None and mongodb_service is None:
+                mongodb_service = started["mongodb"] = _start_mongodb(settings)
+        except BaseException:
+            _stop(*started.values())  # leave nothing half-started behind
+            raise
 
         qdrant_path = None
         if settings.qdrant_url is None:
@@ -396,7 +406,7 @@ def up(settings: PlatformSettings) -> tuple[StackState, list[str]]:
         if settings.kafka_bootstrap_servers is not None and not kafka_answers(bootstrap, 5.0):
             raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap} does not answer")
         kafka.ensure_topics(kafka.make_admin(bootstrap), REGISTRY.values())
-    return state, started
+    return state, list(started)
 
 
 def down(settings: PlatformSettings) -> list[str]:

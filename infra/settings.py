@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -68,6 +68,11 @@ class PlatformSettings(BaseSettings):
     startup_timeout_s: float = Field(
         default=20.0, gt=0, description="How long `infra up` waits for each service to answer"
     )
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, home: Path) -> Path:
+        return home.expanduser()
 
     @property
     def state_file(self) -> Path:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from schemas import serde
-from schemas.jsonschema import topic_schema
+from schemas.export import topic_schema
 from schemas.topics import REGISTRY, topic
 
 app = typer.Typer(help="The messages on every topic.", no_args_is_help=True)

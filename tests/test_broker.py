@@ -134,7 +134,7 @@ def test_undeliverable_messages_are_reported_not_dropped() -> None:
     publisher.publish(RAW_DOCUMENTS, "k", raw_document())
     with pytest.raises(kafka.DeliveryFailed, match=r"twin\.raw-documents"):
         publisher.flush()
-    assert publisher.delivered == []
+    assert publisher.delivered_count == 0
 
 
 def test_tombstones_are_refused_where_the_registry_forbids_them(bootstrap_servers: str) -> None:
@@ -143,7 +143,7 @@ def test_tombstones_are_refused_where_the_registry_forbids_them(bootstrap_server
         pytest.raises(ValueError, match="tombstones"),
     ):
         publisher.publish(topic("twin.generation.requests"), "k", None)
-    assert publisher.delivered == []
+    assert publisher.delivered_count == 0
 
 
 # -- kcat: a client we did not write -------------------------------------------

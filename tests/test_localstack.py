@@ -137,6 +137,19 @@ def test_a_broker_that_dies_at_start_shows_its_log(tmp_path: Path) -> None:
     assert "storage engine exploded" in result.stderr
 
 
+def test_a_broker_that_never_answers_times_out_and_is_stopped(tmp_path: Path) -> None:
+    fake = tmp_path / "tansu"
+    marker = tmp_path / "pid"
+    fake.write_text(f"#!/bin/sh\necho $$ > {marker}\nexec sleep 600\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    result = run_cli(
+        tmp_path / "home", "infra", "up", TANSU_BIN=str(fake), LLM_TWIN_STARTUP_TIMEOUT_S="1"
+    )
+    assert result.returncode == 1
+    assert "did not answer" in result.stderr
+    assert not psutil.pid_exists(int(marker.read_text()))
+
+
 def test_a_taken_port_is_named(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

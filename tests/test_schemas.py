@@ -15,7 +15,7 @@ from schemas import ids, serde
 from schemas.common import MAX_MESSAGE_BYTES
 from schemas.dead_letters import DeadLetter
 from schemas.documents import RawDocument
-from schemas.jsonschema import topic_schema
+from schemas.export import topic_schema
 from schemas.topics import RAW_DOCUMENTS, REGISTRY, topic
 from tests.factories import one_of_each, raw_document
 from tests.support import feed_cli, run_cli
