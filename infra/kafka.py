@@ -39,7 +39,7 @@ def _common(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
 
 
 def producer_config(
-    bootstrap_servers: str, client_id: str = "llm-twin", *, embedded_broker: bool = False
+    bootstrap_servers: str, client_id: str = "llm-twin", *, one_record_per_batch: bool = False
 ) -> dict[str, Any]:
     config = _common(bootstrap_servers, client_id) | {
         # Off by default in librdkafka; with it, a retried send is never written twice.
@@ -49,7 +49,7 @@ def producer_config(
         # A few ms of batching costs nothing a person notices and fills batches under load.
         "linger.ms": 5,
     }
-    if embedded_broker:
+    if one_record_per_batch:
         # Tansu 0.6 reports a partition's high watermark as the last record batch's
         # base offset + 1, so the other records of a multi-record batch are
         # invisible to lag. One record per batch keeps the watermark exact; measured
@@ -87,9 +87,11 @@ def consumer_config(
 
 
 def make_producer(
-    bootstrap_servers: str, client_id: str = "llm-twin", *, embedded_broker: bool = False
+    bootstrap_servers: str, client_id: str = "llm-twin", *, one_record_per_batch: bool = False
 ) -> Producer:
-    return Producer(producer_config(bootstrap_servers, client_id, embedded_broker=embedded_broker))
+    return Producer(
+        producer_config(bootstrap_servers, client_id, one_record_per_batch=one_record_per_batch)
+    )
 
 
 def make_consumer(
@@ -159,6 +161,13 @@ class Delivered:
     key: bytes | None
 
 
+@dataclass(frozen=True)
+class Undelivered:
+    topic: str
+    key: bytes | None
+    reason: str
+
+
 @dataclass
 class Publisher:
     """A producer used the way confluent-kafka's examples use one.
@@ -174,7 +183,7 @@ class Publisher:
     flush_timeout_s: float = 60.0
     on_delivered: Callable[[Delivered], None] | None = None
     delivered_count: int = 0
-    failed: list[str] = field(default_factory=list)
+    failed: list[Undelivered] = field(default_factory=list)
 
     def publish(
         self,
@@ -183,6 +192,7 @@ class Publisher:
         message: BaseModel | None,
         *,
         partition: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Send ``message`` (``None``: a tombstone) under ``key``."""
         if message is None and not topic.tombstones:
@@ -191,6 +201,8 @@ class Publisher:
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = list(headers.items())
         while True:
             try:
                 self.producer.produce(topic.name, **kwargs)
@@ -202,13 +214,14 @@ class Publisher:
     def flush(self) -> None:
         remaining = self.producer.flush(self.flush_timeout_s)
         if remaining:
-            self.failed.append(f"{remaining} message(s) still undelivered after flush")
+            reason = f"{remaining} message(s) still undelivered after {self.flush_timeout_s} s"
+            self.failed.append(Undelivered("", None, reason))
         if self.failed:
-            raise DeliveryFailed("; ".join(self.failed))
+            raise DeliveryFailed("; ".join(f"{u.topic}: {u.reason}" for u in self.failed))
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self.failed.append(f"{message.topic()}: {error.str()}")
+            self.failed.append(Undelivered(message.topic() or "", message.key(), error.str()))
             log.error("delivery to %s failed: %s", message.topic(), error.str())
             return
         self.delivered_count += 1
@@ -232,3 +245,13 @@ class Publisher:
         traceback: TracebackType | None,
     ) -> None:
         self.flush()
+
+
+def cluster_id(bootstrap_servers: str, timeout_s: float = 5.0) -> str:
+    """The broker's cluster id: for the embedded broker, its incarnation id.
+
+    "Already published" is remembered per incarnation: after a memory-only broker
+    restarts (new id), nothing is wrongly skipped.
+    """
+    metadata = make_admin(bootstrap_servers).list_topics(timeout=timeout_s)
+    return str(metadata.cluster_id)

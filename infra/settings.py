@@ -33,6 +33,11 @@ class PlatformSettings(BaseSettings):
         validation_alias="KAFKA_BOOTSTRAP_SERVERS",
         description="External Kafka; unset: the embedded Tansu broker",
     )
+    kafka_one_record_per_batch: bool | None = Field(
+        default=None,
+        description="Producers send one record per batch (needed by Tansu, whose high "
+        "watermark under-counts multi-record batches); unset: on for the embedded broker",
+    )
     mongodb_uri: SecretStr | None = Field(
         default=None,
         validation_alias="MONGODB_URI",

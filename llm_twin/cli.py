@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from llm_twin import infra_commands, schema_commands
+from llm_twin import infra_commands, producer_commands, schema_commands
 
 app = typer.Typer(
     name="llm-twin",
@@ -17,6 +17,9 @@ app = typer.Typer(
 )
 app.add_typer(infra_commands.app, name="infra")
 app.add_typer(schema_commands.app, name="schemas")
+app.command("crawl")(producer_commands.crawl_command)
+app.command("import")(producer_commands.import_command)
+app.command("forget")(producer_commands.forget_command)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ a replay overwrites instead of duplicating.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -36,6 +37,20 @@ TRACKING_PARAMETERS = frozenset(
     }
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters a path may hold unescaped (RFC 3986 pchar less "%"): an escaped one
+# means the same path, so "%3A" and ":" must not make two documents.
+_PATH_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:@!$&'()*+,;="
+)
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _normalise_path(path: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        character = chr(int(match.group(1), 16))
+        return character if character in _PATH_SAFE else f"%{match.group(1).upper()}"
+
+    return _ESCAPE.sub(one, path)
 
 
 def canonical_url(url: str) -> str:
@@ -55,7 +70,7 @@ def canonical_url(url: str) -> str:
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
         if not name.lower().startswith("utm_") and name.lower() not in TRACKING_PARAMETERS
     )
-    return urlunsplit((scheme, netloc, parts.path or "/", urlencode(query), ""))
+    return urlunsplit((scheme, netloc, _normalise_path(parts.path) or "/", urlencode(query), ""))
 
 
 def document_id(author_slug: str, canonical_source: str) -> uuid.UUID:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from infra import kafka
+from schemas.topics import REGISTRY
 
 # Variables that would point a test at some other stack.
 EXTERNAL_SETTINGS = (
@@ -41,3 +48,44 @@ def feed_cli(home: Path, data: bytes, *args: str, **env: str) -> subprocess.Comp
         timeout=120,
         check=False,
     )
+
+
+def _consumer(bootstrap: str) -> Consumer:
+    return kafka.make_consumer(bootstrap, f"test-{uuid.uuid4()}", latency_sensitive=True)
+
+
+def topic_ends(bootstrap: str, name: str) -> dict[int, int]:
+    """The next offset of every partition of a topic: where new messages will land."""
+    consumer = _consumer(bootstrap)
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=5)[1]
+            for p in range(REGISTRY[name].partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def read_topic(
+    bootstrap: str, name: str, since: dict[int, int], count: int, *, settle_s: float = 0.0
+) -> list[Message]:
+    """Exactly ``count`` messages written since ``since``; waits ``settle_s`` for any extra."""
+    consumer = _consumer(bootstrap)
+    consumer.assign([TopicPartition(name, p, offset) for p, offset in since.items()])
+    received: list[Message] = []
+    deadline = time.monotonic() + 20
+    try:
+        while len(received) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None:
+                assert message.error() is None, message.error()
+                received.append(message)
+        settle = time.monotonic() + settle_s
+        while time.monotonic() < settle:
+            message = consumer.poll(0.1)
+            if message is not None:
+                received.append(message)
+    finally:
+        consumer.close()
+    assert len(received) == count, f"got {len(received)} of {count} messages from {name}"
+    return received

@@ -6,13 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import confluent_kafka
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from infra import kafka
@@ -20,44 +19,11 @@ from schemas import serde
 from schemas.common import MiB
 from schemas.topics import RAW_DOCUMENTS, REGISTRY, topic
 from tests.factories import one_of_each, raw_document
-
-
-def _consumer(bootstrap: str) -> Consumer:
-    return kafka.make_consumer(bootstrap, f"test-{uuid.uuid4()}", latency_sensitive=True)
+from tests.support import read_topic, topic_ends
 
 
 def _producer(bootstrap: str) -> Producer:
-    return kafka.make_producer(bootstrap, embedded_broker=True)
-
-
-def _ends(bootstrap: str, name: str) -> dict[int, int]:
-    """The next offset of every partition of a topic: where new messages will land."""
-    consumer = _consumer(bootstrap)
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=5)[1]
-            for p in range(REGISTRY[name].partitions)
-        }
-    finally:
-        consumer.close()
-
-
-def _read(bootstrap: str, name: str, since: dict[int, int], count: int) -> list[Message]:
-    consumer = _consumer(bootstrap)
-    consumer.assign([TopicPartition(name, p, offset) for p, offset in since.items()])
-    received: list[Message] = []
-    deadline = time.monotonic() + 20
-    try:
-        while len(received) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            assert message.error() is None, message.error()
-            received.append(message)
-    finally:
-        consumer.close()
-    assert len(received) == count, f"got {len(received)} of {count} messages from {name}"
-    return received
+    return kafka.make_producer(bootstrap, one_record_per_batch=True)
 
 
 def test_every_registry_topic_exists_with_its_partitions_and_policy(bootstrap_servers: str) -> None:
@@ -74,7 +40,7 @@ def test_every_registry_topic_exists_with_its_partitions_and_policy(bootstrap_se
 
 def test_every_message_type_round_trips_through_the_broker(bootstrap_servers: str) -> None:
     examples = one_of_each()
-    starts = {name: _ends(bootstrap_servers, name) for name in examples}
+    starts = {name: topic_ends(bootstrap_servers, name) for name in examples}
     with kafka.Publisher(_producer(bootstrap_servers)) as publisher:
         for name, messages in examples.items():
             for message in messages:
@@ -85,7 +51,7 @@ def test_every_message_type_round_trips_through_the_broker(bootstrap_servers: st
                     key = str(message.document_id)
                 publisher.publish(REGISTRY[name], key, message, partition=partition)
     for name, messages in examples.items():
-        received = _read(bootstrap_servers, name, starts[name], len(messages))
+        received = read_topic(bootstrap_servers, name, starts[name], len(messages))
         decoded = [serde.decode(topic(name), m.value()) for m in received]
         if name == "twin.generation.tokens":
             assert {m.partition() for m in received} == {3}
@@ -96,11 +62,11 @@ def test_every_message_type_round_trips_through_the_broker(bootstrap_servers: st
 
 def test_tombstone_round_trips(bootstrap_servers: str) -> None:
     document = raw_document(source="https://example.org/to-forget")
-    start = _ends(bootstrap_servers, RAW_DOCUMENTS.name)
+    start = topic_ends(bootstrap_servers, RAW_DOCUMENTS.name)
     with kafka.Publisher(_producer(bootstrap_servers)) as publisher:
         publisher.publish(RAW_DOCUMENTS, str(document.document_id), document)
         publisher.publish(RAW_DOCUMENTS, str(document.document_id), None)
-    first, second = _read(bootstrap_servers, RAW_DOCUMENTS.name, start, 2)
+    first, second = read_topic(bootstrap_servers, RAW_DOCUMENTS.name, start, 2)
     assert first.key() == second.key() == str(document.document_id).encode()
     assert first.partition() == second.partition()  # same key, same partition: order kept
     assert serde.decode(RAW_DOCUMENTS, first.value()) == document
@@ -110,22 +76,22 @@ def test_tombstone_round_trips(bootstrap_servers: str) -> None:
 
 def test_a_15_mib_document_round_trips(bootstrap_servers: str) -> None:
     document = raw_document(source="https://example.org/huge", content="word " * (3 * MiB))
-    start = _ends(bootstrap_servers, RAW_DOCUMENTS.name)
+    start = topic_ends(bootstrap_servers, RAW_DOCUMENTS.name)
     with kafka.Publisher(_producer(bootstrap_servers)) as publisher:
         publisher.publish(RAW_DOCUMENTS, str(document.document_id), document)
-    (received,) = _read(bootstrap_servers, RAW_DOCUMENTS.name, start, 1)
+    (received,) = read_topic(bootstrap_servers, RAW_DOCUMENTS.name, start, 1)
     assert len(received.value() or b"") > 15 * MiB
     assert serde.decode(RAW_DOCUMENTS, received.value()) == document
 
 
 def test_the_high_watermark_counts_every_record_we_produce(bootstrap_servers: str) -> None:
     """Lag (``ingest --until-idle``) is computed from it, so it must not under-count."""
-    start = _ends(bootstrap_servers, RAW_DOCUMENTS.name)
+    start = topic_ends(bootstrap_servers, RAW_DOCUMENTS.name)
     document = raw_document(source="https://example.org/watermark")
     with kafka.Publisher(_producer(bootstrap_servers)) as publisher:
         for _ in range(5):
             publisher.publish(RAW_DOCUMENTS, str(document.document_id), document, partition=0)
-    assert _ends(bootstrap_servers, RAW_DOCUMENTS.name)[0] == start[0] + 5
+    assert topic_ends(bootstrap_servers, RAW_DOCUMENTS.name)[0] == start[0] + 5
 
 
 def test_undeliverable_messages_are_reported_not_dropped() -> None:
@@ -197,7 +163,7 @@ def test_a_hand_written_document_produced_with_kcat_decodes(
     }
     good = json.dumps(record)
     bad = json.dumps(record | {"kind": "poem"})
-    start = _ends(bootstrap_servers, RAW_DOCUMENTS.name)
+    start = topic_ends(bootstrap_servers, RAW_DOCUMENTS.name)
     subprocess.run(
         [
             *_kcat(),
@@ -210,7 +176,7 @@ def test_a_hand_written_document_produced_with_kcat_decodes(
         timeout=30,
         check=True,
     )
-    first, second = _read(bootstrap_servers, RAW_DOCUMENTS.name, start, 2)
+    first, second = read_topic(bootstrap_servers, RAW_DOCUMENTS.name, start, 2)
     document = serde.decode(RAW_DOCUMENTS, first.value())
     assert document.content == content
     assert str(document.document_id) == record["document_id"]

@@ -6,8 +6,13 @@ import re
 from pathlib import Path
 
 from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 from infra.settings import PlatformSettings
+from producers.settings import CrawlSettings
+
+# Every settings object a deployable builds; README documents each of their variables.
+SETTINGS: list[type[BaseSettings]] = [PlatformSettings, CrawlSettings]
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -15,11 +20,13 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 def _env_names() -> set[str]:
     """The variable each setting is read from (its first alias, else LLM_TWIN_<FIELD>)."""
     names = set()
-    for field_name, field in PlatformSettings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            alias = str(alias.choices[0])
-        names.add(str(alias) if alias else f"LLM_TWIN_{field_name.upper()}")
+    for settings in SETTINGS:
+        prefix = str(settings.model_config.get("env_prefix", ""))
+        for field_name, field in settings.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                alias = str(alias.choices[0])
+            names.add(str(alias) if alias else f"{prefix}{field_name}".upper())
     return names
 
 

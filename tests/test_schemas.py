@@ -141,6 +141,13 @@ def test_a_new_version_is_a_new_content_hash() -> None:
     )
 
 
+def test_canonical_url_treats_needless_escapes_as_the_same_path() -> None:
+    escaped = "https://www.linkedin.com/feed/update/urn%3Ali%3Ashare%3A7012/"
+    assert ids.canonical_url(escaped) == ids.canonical_url(escaped.replace("%3A", ":"))
+    # An escape that matters (a space, a slash inside a segment) stays escaped.
+    assert ids.canonical_url("https://a.org/x%2fy%20z") == "https://a.org/x%2Fy%20z"
+
+
 def test_canonical_url_refuses_credentials() -> None:
     with pytest.raises(ValueError, match="credentials"):
         ids.canonical_url("https://user:secret@example.org/")

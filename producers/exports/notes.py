@@ -1,0 +1,152 @@
+"""A folder (or zip) of notes: one note per *.md, *.markdown or *.txt file, or a single such file.
+
+YAML front matter between leading ``---`` lines is honoured: ``title``, ``date`` or
+``published``, ``tags``, ``canonical_url``, and ``draft: true`` / ``published: false``
+(Hugo's and Jekyll's ways of saying "not published"), which skip the note.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from pathlib import Path, PurePosixPath
+
+import yaml
+from pydantic import JsonValue
+
+from producers.exports.archive import Archive, UnreadableFile
+from producers.exports.normalize import in_utc, parse_timestamp, tidy
+from producers.harvest import Failure, Harvest
+from schemas.documents import Author, DocumentKind, RawDocument
+from schemas.ids import canonical_url
+
+PLATFORM = "notes"
+NOTE_SUFFIXES = frozenset({".md", ".markdown", ".txt"})
+_HEADING = re.compile(r"^#\s+(.+?)(?:\s+#+)?\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_FRONT_MATTER_END = frozenset({"---", "..."})
+
+
+def is_note(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in NOTE_SUFFIXES
+
+
+def recognises(archive: Archive) -> bool:
+    return any(is_note(name) for name in archive.names)
+
+
+def read_notes(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+    try:
+        archive = (
+            Archive.single(path) if path.is_file() and is_note(path.name) else Archive.open(path)
+        )
+    except UnreadableFile as error:
+        return Harvest(failures=[Failure(str(path), str(error))])
+    harvest = Harvest()
+    with archive:
+        names = [name for name in archive.names if is_note(name)]
+        if not names:
+            harvest.fail(str(path), "no Markdown or text notes (*.md, *.markdown, *.txt)")
+        for name in names:
+            try:
+                document = _note(archive.read_text(name), name, author, crawled_at)
+            except (UnreadableFile, ValueError) as error:
+                harvest.fail(archive.source(name), str(error))
+                continue
+            if document is not None:
+                harvest.documents.append(document)
+    return harvest
+
+
+def _note(text: str, name: str, author: Author, crawled_at: datetime) -> RawDocument | None:
+    """The note in one file; None for a draft."""
+    front, body = _front_matter(text.replace("\r\n", "\n"))
+    if front.get("draft") is True or front.get("published") is False:
+        return None
+    content = tidy(body)
+    if not content:
+        raise ValueError("empty after extraction")
+    canonical = _text_field(front, "canonical_url")
+    metadata: dict[str, JsonValue] = {"path": name}
+    tags = _tags(front.get("tags"))
+    if tags:
+        metadata["tags"] = list(tags)
+    return RawDocument.build(
+        author=author,
+        kind=DocumentKind.NOTE,
+        platform=PLATFORM,
+        canonical_source=canonical_url(canonical) if canonical else f"note:{name}",
+        source_url=canonical or None,
+        title=_text_field(front, "title") or _first_heading(content) or PurePosixPath(name).stem,
+        content=content,
+        published_at=_published_at(front),
+        crawled_at=crawled_at,
+        metadata=metadata,
+    )
+
+
+def _front_matter(text: str) -> tuple[dict[str, object], str]:
+    """The front matter's fields and the text after it; no fields when there is none.
+
+    A leading ``---`` that is never closed is a Markdown rule, not front matter.
+    """
+    lines = text.split("\n")
+    if lines[0].rstrip() != "---":
+        return {}, text
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in _FRONT_MATTER_END), None)
+    if end is None:
+        return {}, text
+    try:
+        # safe_load also builds dates, and raises ValueError for impossible ones (month 13).
+        fields = yaml.safe_load("\n".join(lines[1:end]))
+    except (yaml.YAMLError, ValueError) as error:
+        raise ValueError(f"invalid front matter YAML: {' '.join(str(error).split())}") from None
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        raise ValueError("front matter is not a mapping of fields")
+    return {str(key): value for key, value in fields.items()}, "\n".join(lines[end + 1 :])
+
+
+def _text_field(front: dict[str, object], key: str) -> str:
+    value = front.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"front matter {key} is not text")
+    return tidy(" ".join(str(value).split()))
+
+
+def _tags(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        separator = "," if "," in value else None  # "a, b c" or "a b"
+        return [tag.strip() for tag in value.split(separator) if tag.strip()]
+    if isinstance(value, list):
+        return [tidy(str(tag)) for tag in value if tag is not None and str(tag).strip()]
+    raise ValueError("front matter tags is neither a list nor text")
+
+
+def _published_at(front: dict[str, object]) -> datetime | None:
+    for key in ("date", "published"):
+        value = front.get(key)
+        if isinstance(value, bool) or value is None:
+            continue  # published: true is a flag, not a date
+        if isinstance(value, (datetime, date)):
+            return in_utc(value)
+        if isinstance(value, str):
+            return parse_timestamp(value)
+        raise ValueError(f"front matter {key} is not a date")
+    return None
+
+
+def _first_heading(markdown: str) -> str:
+    """The first level-one ATX heading outside code blocks."""
+    fenced = False
+    for line in markdown.split("\n"):
+        if _FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (heading := _HEADING.match(line)):
+            return heading[1].strip()
+    return ""

@@ -1,0 +1,31 @@
+"""Settings of the crawler (``llm-twin crawl``): politeness and limits, all overridable."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from producers.fetch import FetchPolicy
+from schemas.common import MiB
+
+
+class CrawlSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_TWIN_CRAWL_", extra="ignore")
+
+    per_host_concurrency: int = Field(default=2, ge=1, le=16)
+    per_host_delay_s: float = Field(default=1.0, ge=0, description="Pause between requests")
+    timeout_s: float = Field(default=30.0, gt=0, description="Whole request, body included")
+    max_bytes: int = Field(default=8 * MiB, gt=0, description="Largest response read")
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    retries: int = Field(default=3, ge=0, le=10, description="On timeouts, 429 and 5xx")
+
+    def policy(self, *, allow_private_networks: bool) -> FetchPolicy:
+        return FetchPolicy(
+            per_host_concurrency=self.per_host_concurrency,
+            per_host_delay_s=self.per_host_delay_s,
+            total_timeout_s=self.timeout_s,
+            max_bytes=self.max_bytes,
+            max_redirects=self.max_redirects,
+            retries=self.retries,
+            allow_private_networks=allow_private_networks,
+        )
