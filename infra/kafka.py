@@ -188,7 +188,7 @@ class Publisher:
     def publish(
         self,
         topic: Topic,
-        key: str | bytes,
+        key: str | bytes | None,
         message: BaseModel | None,
         *,
         partition: int | None = None,
@@ -255,3 +255,16 @@ def cluster_id(bootstrap_servers: str, timeout_s: float = 5.0) -> str:
     """
     metadata = make_admin(bootstrap_servers).list_topics(timeout=timeout_s)
     return str(metadata.cluster_id)
+
+
+def assigned_consumer_tuning() -> dict[str, Any]:
+    """Fetch settings for a consumer that assigns partitions itself (Bytewax's Kafka source).
+
+    No group settings: such a consumer keeps its offsets in its own snapshots.
+    """
+    return {
+        # See consumer_config: Tansu answers a long-polled fetch only when it times out.
+        "fetch.wait.max.ms": 10,
+        "fetch.message.max.bytes": WIRE_MAX_BYTES,
+        "max.partition.fetch.bytes": WIRE_MAX_BYTES,
+    }

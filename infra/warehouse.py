@@ -6,6 +6,8 @@ The code only ever talks ``pymongo`` to a ``mongodb://`` URI.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from pymongo import MongoClient
@@ -14,6 +16,12 @@ from pymongo.database import Database
 from schemas.documents import RawDocument
 
 RAW_DOCUMENTS = "raw_documents"
+# Cleaned text, chunk count and freshness per indexed document (the trainer reads it).
+CLEANED_DOCUMENTS = "cleaned_documents"
+# Content-free records of forgotten documents: {_id: document_id, author, deleted_at}.
+DELETIONS = "deletions"
+# The feature pipeline's processed offsets: {_id: "topic:partition", offset, incarnation_id}.
+STREAM_PROGRESS = "stream_progress"
 
 Document = dict[str, Any]
 
@@ -43,3 +51,110 @@ def load_raw_document(db: Database[Document], document_id: uuid.UUID) -> RawDocu
         return None
     record["document_id"] = record.pop("_id")
     return RawDocument.model_validate(record)
+
+
+def versions_of(db: Database[Document], ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The indexed version of each of these documents that has one."""
+    found = db[CLEANED_DOCUMENTS].find({"_id": {"$in": list(ids)}}, {"version": 1})
+    return {record["_id"]: record["version"] for record in found}
+
+
+def author_of(db: Database[Document], document_id: uuid.UUID) -> str | None:
+    record = db[RAW_DOCUMENTS].find_one({"_id": document_id}, {"author.slug": 1})
+    return None if record is None else str(record["author"]["slug"])
+
+
+def save_cleaned_document(
+    db: Database[Document],
+    document: RawDocument,
+    *,
+    text: str,
+    chunk_count: int,
+    received_at: datetime | None,
+    indexed_at: datetime,
+) -> None:
+    """Upsert the cleaned text beside the raw document, with its freshness."""
+    record = {
+        "author": document.author.slug,
+        "version": document.version,
+        "kind": document.kind.value,
+        "platform": document.platform,
+        "title": document.title,
+        "source_url": document.source_url,
+        "published_at": document.published_at,
+        "text": text,
+        "chunk_count": chunk_count,
+        # Kafka record timestamp -> searchable: DESIGN.md's per-document freshness.
+        "received_at": received_at,
+        "indexed_at": indexed_at,
+        "freshness_s": (indexed_at - received_at).total_seconds() if received_at else None,
+    }
+    db[CLEANED_DOCUMENTS].replace_one({"_id": document.document_id}, record, upsert=True)
+
+
+def forget_document(
+    db: Database[Document], document_id: uuid.UUID, author: str | None, at: datetime
+) -> None:
+    """Delete the document's content and leave only a content-free deletion record."""
+    db[RAW_DOCUMENTS].delete_one({"_id": document_id})
+    db[CLEANED_DOCUMENTS].delete_one({"_id": document_id})
+    fields: dict[str, Any] = {"deleted_at": at}
+    if author is not None:  # never erase an author the producer already recorded
+        fields["author"] = author
+    db[DELETIONS].update_one({"_id": document_id}, {"$set": fields}, upsert=True)
+
+
+def record_progress(
+    db: Database[Document], incarnation_id: str, offsets: dict[tuple[str, int], int]
+) -> None:
+    """The highest offset processed per partition ($max: a replay never moves it back)."""
+    for (topic, partition), offset in offsets.items():
+        db[STREAM_PROGRESS].update_one(
+            {"_id": f"{incarnation_id}:{topic}:{partition}"},
+            {
+                "$max": {"offset": offset},
+                "$set": {"incarnation_id": incarnation_id, "topic": topic, "partition": partition},
+            },
+            upsert=True,
+        )
+
+
+def progress(db: Database[Document], incarnation_id: str) -> dict[tuple[str, int], int]:
+    found = db[STREAM_PROGRESS].find({"incarnation_id": incarnation_id})
+    return {(r["topic"], r["partition"]): r["offset"] for r in found}
+
+
+def authors(db: Database[Document]) -> list[str]:
+    """Every author with a document in the warehouse, sorted."""
+    return sorted(str(slug) for slug in db[RAW_DOCUMENTS].distinct("author.slug"))
+
+
+def raw_documents_of(
+    db: Database[Document], author: str, ids: Iterable[uuid.UUID] | None = None
+) -> Iterator[RawDocument]:
+    """The author's current raw documents (all, or those of ``ids``), in id order."""
+    selection: dict[str, Any] = {"author.slug": author}
+    if ids is not None:
+        selection["_id"] = {"$in": list(ids)}
+    for record in db[RAW_DOCUMENTS].find(selection).sort("_id", 1):
+        record["document_id"] = record.pop("_id")
+        yield RawDocument.model_validate(record)
+
+
+def changed_since(
+    db: Database[Document], author: str, at: datetime
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The author's documents indexed, and those forgotten, at or after ``at``."""
+    indexed = db[CLEANED_DOCUMENTS].find({"author": author, "indexed_at": {"$gte": at}}, {"_id": 1})
+    deleted = db[DELETIONS].find({"author": author, "deleted_at": {"$gte": at}}, {"_id": 1})
+    return {r["_id"] for r in indexed}, {r["_id"] for r in deleted}
+
+
+def refresh_cleaned_text(
+    db: Database[Document], document: RawDocument, *, text: str, chunk_count: int
+) -> None:
+    """A reindex's new cleaning of a version; a newer version written meanwhile is left alone."""
+    db[CLEANED_DOCUMENTS].update_one(
+        {"_id": document.document_id, "version": document.version},
+        {"$set": {"text": text, "chunk_count": chunk_count}},
+    )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 
-from llm_twin import infra_commands, producer_commands, schema_commands
+from llm_twin import infra_commands, producer_commands, schema_commands, stream_commands
 
 app = typer.Typer(
     name="llm-twin",
@@ -20,8 +21,16 @@ app.add_typer(schema_commands.app, name="schemas")
 app.command("crawl")(producer_commands.crawl_command)
 app.command("import")(producer_commands.import_command)
 app.command("forget")(producer_commands.forget_command)
+app.command("ingest")(stream_commands.ingest_command)
+app.command("search")(stream_commands.search_command)
+app.command("status")(stream_commands.status_command)
+app.command("dead-letters")(stream_commands.dead_letters_command)
+app.command("reindex")(stream_commands.reindex_command)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Hugging Face libraries draw a progress bar per model load ("Loading weights"):
+    # noise in a command's output, and on stderr of every `--json` run.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()

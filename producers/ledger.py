@@ -17,11 +17,10 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from infra.warehouse import RAW_DOCUMENTS, Document
+from infra.warehouse import DELETIONS, RAW_DOCUMENTS, Document
 from schemas.documents import RawDocument
 
 PUBLICATIONS = "publications"
-DELETIONS = "deletions"
 FETCH_CACHE = "fetch_cache"
 
 

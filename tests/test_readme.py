@@ -10,9 +10,10 @@ from pydantic_settings import BaseSettings
 
 from infra.settings import PlatformSettings
 from producers.settings import CrawlSettings
+from streams.settings import IngestSettings
 
 # Every settings object a deployable builds; README documents each of their variables.
-SETTINGS: list[type[BaseSettings]] = [PlatformSettings, CrawlSettings]
+SETTINGS: list[type[BaseSettings]] = [PlatformSettings, CrawlSettings, IngestSettings]
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -1,0 +1,79 @@
+"""The feature pipeline, as one Bytewax dataflow.
+
+    raw record ─ decode ─ skip unchanged ─ clean + chunk ─ embed ─ store
+                    └────────── rejected ──────────┘                └ dead letters
+
+Built by a function that takes its source and sinks: the entry point plugs in
+Kafka, Qdrant and the warehouse; tests plug in ``TestingSource`` / ``TestingSink``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from schemas.dead_letters import DeadLetter
+from streams import steps
+from streams.chunk import TokenCounter
+from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped, Upsert
+
+
+def build_flow(
+    source: Source[Any],
+    store: Sink[Indexed | Delete | Skipped],
+    dead_letters: Sink[DeadLetter],
+    *,
+    encoder: steps.Encoder,
+    counter: TokenCounter,
+    limits: steps.Limits,
+    embed_batch_size: int = 64,
+    to_incoming: Callable[[Any], Incoming] = lambda record: record,
+) -> Dataflow:
+    flow = Dataflow("ingest")
+    records = op.map("records", op.input("source", flow, source), to_incoming)
+    # Incoming
+    decoded = op.map("decode", records, lambda r: steps.decode(r, limits))
+    # Upsert | Delete | Rejected
+    keyed = op.key_on("by-document", decoded, _document_key)
+    tracked = op.stateful_map("skip-unchanged", keyed, steps.track_versions)
+    changes = op.key_rm("unkey", tracked)
+    # Upsert | Delete | Rejected | Skipped, each document's versions in order
+    prepared = op.map("clean-and-chunk", changes, lambda c: _prepare(c, counter, limits))
+    # Prepared | Delete | Rejected | Skipped
+    branch = op.branch("rejected", prepared, lambda item: isinstance(item, Rejected))
+    # Deletes travel with the documents being embedded so that an update and a
+    # tombstone of one document reach the store in the order they were written.
+    ready = op.flat_map_batch(
+        "embed",
+        branch.falses,
+        lambda batch: steps.embed(batch, encoder, embed_batch_size),  # type: ignore[arg-type]  # the branch removed Rejected
+    )
+    # Indexed | Delete | Skipped
+    op.output("store", ready, store)
+    op.output("dead-letters", op.map("letters", branch.trues, _letter), dead_letters)
+    return flow
+
+
+def _document_key(change: Upsert | Delete | Rejected) -> str:
+    if isinstance(change, Upsert):
+        return str(change.document.document_id)
+    if isinstance(change, Delete):
+        return str(change.document_id)
+    # Rejections carry no trustworthy id: spread them by source position.
+    return f"rejected:{change.letter.source_partition}:{change.letter.source_offset}"
+
+
+def _letter(item: Prepared | Delete | Rejected | Skipped) -> DeadLetter:
+    assert isinstance(item, Rejected)  # the branch above let only rejections through
+    return item.letter
+
+
+def _prepare(
+    change: Upsert | Delete | Rejected | Skipped, counter: TokenCounter, limits: steps.Limits
+) -> Prepared | Delete | Rejected | Skipped:
+    return steps.prepare(change, counter, limits) if isinstance(change, Upsert) else change

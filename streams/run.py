@@ -1,0 +1,172 @@
+"""The entry point of the feature pipeline: Kafka in, Qdrant and the warehouse out, with recovery.
+
+Bytewax snapshots every stateful step and the input offsets once per epoch, under
+``LLM_TWIN_HOME/recovery/<broker incarnation>``: a killed dataflow resumes from
+its last snapshot, and the sinks are idempotent, so the replay duplicates
+nothing. Snapshots of another broker incarnation are discarded (their offsets
+mean nothing to a new memory-only broker).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cli_main, init_db_dir
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.recovery import RecoveryConfig
+from confluent_kafka import OFFSET_BEGINNING
+
+from infra import kafka, warehouse
+from schemas.topics import RAW_DOCUMENTS
+from streams.dataflow import build_flow
+from streams.items import Incoming
+from streams.settings import IngestSettings
+from streams.sinks import DeadLetterSink, Progress, StoreSink, StoreWriter
+from vectorstore.embedder import Embedder
+from vectorstore.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Connections:
+    bootstrap_servers: str
+    mongodb_uri: str
+    mongodb_database: str
+    qdrant_location: str
+    qdrant_api_key: str | None
+    incarnation_id: str
+    one_record_per_batch: bool
+
+
+@dataclass(frozen=True)
+class EmbedderTokens:
+    """The embedder's own tokenizer, as the chunker counts tokens."""
+
+    embedder: Embedder
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.embedder.token_offsets(text)
+
+
+class RawDocumentsSource(KafkaSource):
+    """Bytewax's Kafka source over ``twin.raw-documents``, with our consumer tuning.
+
+    Bytewax hands its extra settings to the admin client that lists partitions
+    too, and librdkafka warns once per consumer-only setting there; this lists
+    partitions with a plain admin client instead (same ``"<partition>-<topic>"`` names).
+    """
+
+    def __init__(self, bootstrap_servers: str, *, tail: bool) -> None:
+        super().__init__(
+            brokers=[bootstrap_servers],
+            topics=[RAW_DOCUMENTS.name],
+            tail=tail,
+            starting_offset=OFFSET_BEGINNING,
+            add_config=kafka.assigned_consumer_tuning(),
+            batch_size=500,
+        )
+        self.bootstrap_servers = bootstrap_servers
+
+    def list_parts(self) -> list[str]:
+        metadata = kafka.make_admin(self.bootstrap_servers).list_topics(RAW_DOCUMENTS.name, 10)
+        topic = metadata.topics[RAW_DOCUMENTS.name]
+        if topic.error is not None:
+            raise RuntimeError(f"cannot list {topic.topic}'s partitions: {topic.error.str()}")
+        return [f"{p}-{RAW_DOCUMENTS.name}" for p in sorted(topic.partitions)]
+
+
+def to_incoming(message: KafkaSourceMessage[bytes | None, bytes | None]) -> Incoming:
+    kind, milliseconds = message.timestamp or (0, 0)
+    timestamp = datetime.fromtimestamp(milliseconds / 1000, UTC) if kind and milliseconds else None
+    return Incoming(
+        topic=message.topic or RAW_DOCUMENTS.name,
+        partition=message.partition or 0,
+        offset=message.offset or 0,
+        key=message.key,
+        value=message.value,
+        timestamp=timestamp,
+        headers=tuple((k, v) for k, v in message.headers or []),
+    )
+
+
+def recovery_dir(home: Path, incarnation_id: str) -> Path:
+    root = home / "recovery"
+    directory = root / incarnation_id
+    if root.exists():
+        for stale in root.iterdir():
+            if stale != directory:
+                log.warning("discarding recovery state of another broker incarnation: %s", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        init_db_dir(directory, 1)
+    return directory
+
+
+def run(
+    connections: Connections,
+    settings: IngestSettings,
+    *,
+    home: Path,
+    until_idle: bool,
+    embedder: Embedder | None = None,
+) -> None:
+    """Run the dataflow; with ``until_idle``, return once every partition is caught up."""
+    embedder = embedder or Embedder.load(settings.embedding_model)
+    store = VectorStore.open(
+        connections.qdrant_location, connections.qdrant_api_key, dimensions=embedder.dimensions
+    )
+    client = warehouse.connect(connections.mongodb_uri)
+    try:
+        # tail=False: the source ends at each partition's end (``--until-idle``).
+        source = RawDocumentsSource(connections.bootstrap_servers, tail=not until_idle)
+
+        def publisher() -> kafka.Publisher:
+            return kafka.Publisher(
+                kafka.make_producer(
+                    connections.bootstrap_servers,
+                    "llm-twin-ingest",
+                    one_record_per_batch=connections.one_record_per_batch,
+                )
+            )
+
+        db = client[connections.mongodb_database]
+        progress = Progress(db, connections.incarnation_id)
+        flow = build_flow(
+            source,
+            StoreSink(StoreWriter(store, db, embedder.model_name, progress)),
+            DeadLetterSink(publisher, progress),
+            encoder=embedder,
+            counter=EmbedderTokens(embedder),
+            limits=settings.limits(),
+            embed_batch_size=settings.embed_batch_size,
+            to_incoming=to_incoming,
+        )
+        try:
+            cli_main(
+                flow,
+                workers_per_process=settings.workers,
+                epoch_interval=timedelta(seconds=settings.epoch_s),
+                recovery_config=RecoveryConfig(str(recovery_dir(home, connections.incarnation_id))),
+            )
+        except Exception as error:
+            # Ctrl-C lands inside whichever step is running, and Bytewax wraps it.
+            if _interrupted(error):
+                raise KeyboardInterrupt from None
+            raise
+    finally:
+        client.close()
+        store.close()
+
+
+def _interrupted(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -1,0 +1,33 @@
+"""Settings of the feature pipeline (``llm-twin ingest``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.common import MiB
+from streams.steps import Limits
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_TWIN_INGEST_", extra="ignore")
+
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers model id or directory; unset: the bundled MiniLM",
+    )
+    max_document_bytes: int = Field(default=8 * MiB, gt=0, description="Larger: dead-lettered")
+    chunk_tokens: int = Field(default=200, ge=16, le=512, description="Largest chunk, wordpieces")
+    overlap_tokens: int = Field(default=30, ge=0, description="Overlap between prose chunks")
+    embed_batch_size: int = Field(default=64, ge=1, le=1024)
+    # Bytewax snapshots state and input offsets once per epoch: a crash replays
+    # at most this much (the sinks are idempotent, so a replay only costs time).
+    epoch_s: int = Field(default=1, ge=1, le=60, description="Seconds between snapshots")
+    workers: int = Field(default=1, ge=1, le=32, description="Dataflow worker threads")
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_document_bytes=self.max_document_bytes,
+            max_chunk_tokens=self.chunk_tokens,
+            overlap_tokens=self.overlap_tokens,
+        )

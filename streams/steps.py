@@ -1,0 +1,135 @@
+"""The dataflow's steps as plain functions of their input (STYLE.md: testable without Bytewax)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas import serde
+from schemas.documents import RawDocument
+from schemas.topics import RAW_DOCUMENTS
+from streams.chunk import TokenCounter, chunk
+from streams.clean import clean
+from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped, Upsert
+
+# The header a tombstone carries its author in (producers/publish.py writes it).
+AUTHOR_HEADER = "author"
+
+
+class Encoder(Protocol):
+    def encode(self, texts: list[str], batch_size: int = 64) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    # DESIGN.md: a document's content is capped (default 8 MiB).
+    max_document_bytes: int = 8 * 1024 * 1024
+    max_chunk_tokens: int = 200
+    overlap_tokens: int = 30
+
+
+def decode(incoming: Incoming, limits: Limits) -> Upsert | Delete | Rejected:
+    """Bytes to a typed change: a document, a tombstone, or a reason to reject it."""
+    if incoming.key is None:
+        return incoming.reject("decode", "no key: the key must be the document id")
+    try:
+        key = uuid.UUID(incoming.key.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return incoming.reject("decode", "the key is not a document id (a UUID)")
+    if incoming.value is None:
+        return Delete(key, incoming.header(AUTHOR_HEADER), incoming)
+    try:
+        document: RawDocument = serde.decode(RAW_DOCUMENTS, incoming.value)
+    except serde.DecodeError as error:
+        return incoming.reject("decode", error.reason)
+    if document.document_id != key:
+        return incoming.reject(
+            "validate", f"key {key} is not the document's id {document.document_id}"
+        )
+    size = len(document.content.encode("utf-8"))
+    if size > limits.max_document_bytes:
+        return incoming.reject(
+            "validate",
+            f"content is {size} bytes, over the {limits.max_document_bytes}-byte document limit",
+        )
+    return Upsert(document, incoming)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the stream remembers per document id (Bytewax keyed state, snapshotted)."""
+
+    author: str
+    version: str
+
+
+Change = Upsert | Delete | Rejected
+
+
+def track_versions(state: Known | None, change: Change) -> tuple[Known | None, Change | Skipped]:
+    """Skip versions already indexed; give tombstones their author; refuse foreign tombstones."""
+    if isinstance(change, Upsert):
+        document = change.document
+        if state is not None and state.author != document.author.slug:
+            # Ids are UUIDv5 of author + source, so this is a forged or corrupt message.
+            return state, change.incoming.reject(
+                "validate", f"document belongs to {state.author}, not {document.author.slug}"
+            )
+        if state is not None and state.version == document.version:
+            return state, Skipped(change.incoming)
+        return Known(document.author.slug, document.version), change
+    if isinstance(change, Delete):
+        if state is None:
+            return None, change
+        if change.author is not None and change.author != state.author:
+            return state, change.incoming.reject(
+                "validate", f"tombstone from {change.author} for a document of {state.author}"
+            )
+        return None, Delete(change.document_id, state.author, change.incoming)
+    return state, change
+
+
+def prepare(upsert: Upsert, counter: TokenCounter, limits: Limits) -> Prepared | Rejected:
+    """Clean and chunk one document."""
+    cleaned = clean(upsert.document)
+    if not cleaned.strip():
+        return upsert.incoming.reject("clean", "empty after cleaning")
+    chunks = chunk(
+        cleaned,
+        upsert.document.kind,
+        counter,
+        max_tokens=limits.max_chunk_tokens,
+        overlap_tokens=limits.overlap_tokens,
+    )
+    if not chunks:
+        return upsert.incoming.reject("chunk", "no chunks")
+    return Prepared(upsert.document, cleaned, chunks, upsert.incoming)
+
+
+def embed(
+    batch: list[Prepared | Delete | Skipped], encoder: Encoder, batch_size: int
+) -> list[Indexed | Delete | Skipped]:
+    """Vectors for every chunk of every document in the batch, encoded together.
+
+    The batch is whatever arrived together: small at low rates (low latency),
+    large under load (the encoder's best throughput). Deletes pass through in
+    their place, so the store sees one document's changes in order.
+    """
+    texts = [c.text for item in batch if isinstance(item, Prepared) for c in item.chunks]
+    vectors: npt.NDArray[np.float32] | list[list[float]] = (
+        encoder.encode(texts, batch_size=batch_size) if texts else []
+    )
+    out: list[Indexed | Delete | Skipped] = []
+    start = 0
+    for item in batch:
+        if not isinstance(item, Prepared):
+            out.append(item)
+            continue
+        end = start + len(item.chunks)
+        out.append(Indexed(item, [[float(x) for x in v] for v in vectors[start:end]]))
+        start = end
+    return out
