@@ -267,4 +267,7 @@ def assigned_consumer_tuning() -> dict[str, Any]:
         "fetch.wait.max.ms": 10,
         "fetch.message.max.bytes": WIRE_MAX_BYTES,
         "max.partition.fetch.bytes": WIRE_MAX_BYTES,
+        # A snapshot's offset that no longer exists (retention, a recreated topic):
+        # start over from the oldest record rather than skip to the newest.
+        "auto.offset.reset": "earliest",
     }

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import bson
+import bson.errors
+from bson.binary import UuidRepresentation
 from pymongo import MongoClient
 from pymongo.database import Database
 
@@ -53,10 +57,44 @@ def load_raw_document(db: Database[Document], document_id: uuid.UUID) -> RawDocu
     return RawDocument.model_validate(record)
 
 
-def versions_of(db: Database[Document], ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """The indexed version of each of these documents that has one."""
-    found = db[CLEANED_DOCUMENTS].find({"_id": {"$in": list(ids)}}, {"version": 1})
-    return {record["_id"]: record["version"] for record in found}
+@dataclass(frozen=True)
+class IndexedVersion:
+    author: str
+    version: str
+    chunk_count: int
+
+
+def indexed_versions(
+    db: Database[Document], ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, IndexedVersion]:
+    """The indexed version of each of these documents that has one, and its chunk count."""
+    found = db[CLEANED_DOCUMENTS].find(
+        {"_id": {"$in": list(ids)}}, {"author": 1, "version": 1, "chunk_count": 1}
+    )
+    return {
+        r["_id"]: IndexedVersion(str(r["author"]), str(r["version"]), int(r["chunk_count"]))
+        for r in found
+    }
+
+
+# BSON's document limit; the cleaned record holds about as much text as the raw one.
+BSON_MAX_BYTES = 16 * 1024 * 1024
+_CODEC: bson.CodecOptions[Document] = bson.CodecOptions(
+    tz_aware=True, uuid_representation=UuidRepresentation.STANDARD
+)
+
+
+def unstorable(document: RawDocument) -> str | None:
+    """Why the warehouse could not store this document (None: it can)."""
+    record = document.model_dump(mode="python")
+    record["_id"] = record.pop("document_id")
+    try:
+        size = len(bson.encode(record, codec_options=_CODEC))
+    except (bson.errors.InvalidDocument, OverflowError) as error:
+        return f"the warehouse cannot store it: {error}"
+    if size > BSON_MAX_BYTES:
+        return f"it is {size} bytes as a warehouse record, over BSON's {BSON_MAX_BYTES}-byte limit"
+    return None
 
 
 def author_of(db: Database[Document], document_id: uuid.UUID) -> str | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from confluent_kafka import KafkaError, TopicPartition
+from pydantic import ValidationError
 from pymongo.database import Database
 from rich.console import Console
 from rich.table import Table
@@ -57,26 +58,51 @@ def ingest_command(
     dataflow has caught up instead.
     """
     from streams.run import run  # torch, transformers, bytewax: seconds to import
-    from vectorstore.store import StoreBusy
+    from vectorstore.store import StoreBusy, in_use_elsewhere
 
     settings = PlatformSettings()
     connection = stack.require(settings)
     connections = _connections(settings, connection)
+    ingest = _ingest_settings()
     # `docker compose stop` and service managers send SIGTERM: stop as for Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        run(connections, IngestSettings(), home=settings.home, until_idle=until_idle)
+        while True:
+            try:
+                run(connections, ingest, home=settings.home, until_idle=until_idle)
+                return
+            except StoreBusy as busy:
+                if not until_idle:
+                    typer.echo(str(busy), err=True)
+                    raise typer.Exit(1) from None
+            typer.echo(
+                "a running dataflow owns the vector store: waiting for it to catch up", err=True
+            )
+            with _warehouse(settings, connection) as db:
+                if lag.wait_until_caught_up(
+                    connections.bootstrap_servers,
+                    db,
+                    connections.incarnation_id,
+                    still_running=lambda: in_use_elsewhere(connections.qdrant_location),
+                ):
+                    return
+            typer.echo("that dataflow stopped: running this one", err=True)
     except KeyboardInterrupt:
         # Ctrl-C: the last snapshot stands; the next run resumes from it.
         typer.echo("ingest stopped", err=True)
         raise typer.Exit(130) from None
-    except StoreBusy as busy:
-        if not until_idle:
-            typer.echo(str(busy), err=True)
-            raise typer.Exit(1) from None
-        typer.echo("a running dataflow owns the vector store: waiting for it to catch up", err=True)
-        with _warehouse(settings, connection) as db:
-            lag.wait_until_caught_up(connections.bootstrap_servers, db, connections.incarnation_id)
+    except ValueError as error:  # settings that cannot work with this model or store
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+def _ingest_settings() -> IngestSettings:
+    try:
+        return IngestSettings()
+    except ValidationError as error:
+        reasons = "; ".join(str(e["msg"]) for e in error.errors())
+        typer.echo(f"bad ingest settings: {reasons}", err=True)
+        raise typer.Exit(1) from None
 
 
 @contextmanager
@@ -99,7 +125,7 @@ def search_command(
     from vectorstore.store import StoreBusy, VectorStore
 
     settings = PlatformSettings()
-    ingest = IngestSettings()
+    ingest = _ingest_settings()
     embedder = Embedder.load(ingest.embedding_model)
     location = settings.qdrant_url or str(settings.qdrant_path)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
@@ -244,17 +270,18 @@ def reindex_command(
 ) -> None:
     """Rebuild collections from the warehouse (a new embedding model); swap each in when done."""
     from streams.reindex import Reindexer, authors_to_rebuild
-    from streams.run import EmbedderTokens
+    from streams.run import EmbedderTokens, check_chunk_size
     from vectorstore.embedder import Embedder
     from vectorstore.store import StoreBusy, VectorStore
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    ingest = IngestSettings()
+    ingest = _ingest_settings()
     embedder = Embedder.load(ingest.embedding_model)
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     location = settings.qdrant_url or str(settings.qdrant_path)
     try:
+        check_chunk_size(ingest, embedder)
         store = VectorStore.open(location, api_key, dimensions=embedder.dimensions)
     except (ValueError, StoreBusy) as error:
         typer.echo(str(error), err=True)

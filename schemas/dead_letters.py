@@ -12,6 +12,8 @@ from schemas.common import Message, Sha256Hex, utc_now
 
 # DESIGN.md: a dead letter keeps the original's size, its sha256 and its first 64 KiB.
 HEAD_BYTES = 64 * 1024
+# Keys are ids in practice; a key of megabytes would make the dead letter itself too large.
+KEY_BYTES = 1024
 
 
 class DeadLetter(Message):
@@ -25,7 +27,10 @@ class DeadLetter(Message):
     source_partition: NonNegativeInt
     source_offset: NonNegativeInt
     key: str | None = Field(
-        description="The original key, decoded as UTF-8 (undecodable bytes as \\x escapes)"
+        description=(
+            "The original key, decoded as UTF-8 (undecodable bytes as \\x escapes); "
+            "a key over 1 KiB is cut there and ends with how long it was"
+        )
     )
     stage: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$", examples=["decode"])]
     reason: Annotated[str, Field(min_length=1, max_length=4000)]
@@ -55,7 +60,7 @@ class DeadLetter(Message):
             source_topic=topic,
             source_partition=partition,
             source_offset=offset,
-            key=None if key is None else key.decode("utf-8", errors="backslashreplace"),
+            key=None if key is None else _shown_key(key),
             stage=stage,
             reason=reason[:4000],
             rejected_at=utc_now(),
@@ -63,3 +68,8 @@ class DeadLetter(Message):
             sha256=hashlib.sha256(original).hexdigest(),
             head_base64=base64.b64encode(original[:HEAD_BYTES]).decode("ascii"),
         )
+
+
+def _shown_key(key: bytes) -> str:
+    shown = key[:KEY_BYTES].decode("utf-8", errors="backslashreplace")
+    return shown if len(key) <= KEY_BYTES else f"{shown}… ({len(key)} bytes)"

@@ -1,7 +1,7 @@
 """The feature pipeline, as one Bytewax dataflow.
 
-    raw record ─ decode ─ skip unchanged ─ clean + chunk ─ embed ─ store
-                    └────────── rejected ──────────┘                └ dead letters
+    raw record ─ decode ─ clean + chunk ─ skip unchanged ─ embed ─ store
+                    └─────────── rejected ──────────┘         └ dead letters
 
 Built by a function that takes its source and sinks: the entry point plugs in
 Kafka, Qdrant and the warehouse; tests plug in ``TestingSource`` / ``TestingSink``.
@@ -20,7 +20,7 @@ from bytewax.outputs import Sink
 from schemas.dead_letters import DeadLetter
 from streams import steps
 from streams.chunk import TokenCounter
-from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped, Upsert
+from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped
 
 
 def build_flow(
@@ -39,13 +39,13 @@ def build_flow(
     # Incoming
     decoded = op.map("decode", records, lambda r: steps.decode(r, limits))
     # Upsert | Delete | Rejected
-    keyed = op.key_on("by-document", decoded, _document_key)
+    prepared = op.map("clean-and-chunk", decoded, lambda c: steps.prepare(c, counter, limits))
+    # Prepared | Delete | Rejected
+    keyed = op.key_on("by-document", prepared, _document_key)
     tracked = op.stateful_map("skip-unchanged", keyed, steps.track_versions)
     changes = op.key_rm("unkey", tracked)
-    # Upsert | Delete | Rejected | Skipped, each document's versions in order
-    prepared = op.map("clean-and-chunk", changes, lambda c: _prepare(c, counter, limits))
-    # Prepared | Delete | Rejected | Skipped
-    branch = op.branch("rejected", prepared, lambda item: isinstance(item, Rejected))
+    # Prepared | Delete | Rejected | Skipped, each document's versions in order
+    branch = op.branch("rejected", changes, lambda item: isinstance(item, Rejected))
     # Deletes travel with the documents being embedded so that an update and a
     # tombstone of one document reach the store in the order they were written.
     ready = op.flat_map_batch(
@@ -59,8 +59,8 @@ def build_flow(
     return flow
 
 
-def _document_key(change: Upsert | Delete | Rejected) -> str:
-    if isinstance(change, Upsert):
+def _document_key(change: Prepared | Delete | Rejected) -> str:
+    if isinstance(change, Prepared):
         return str(change.document.document_id)
     if isinstance(change, Delete):
         return str(change.document_id)
@@ -71,9 +71,3 @@ def _document_key(change: Upsert | Delete | Rejected) -> str:
 def _letter(item: Prepared | Delete | Rejected | Skipped) -> DeadLetter:
     assert isinstance(item, Rejected)  # the branch above let only rejections through
     return item.letter
-
-
-def _prepare(
-    change: Upsert | Delete | Rejected | Skipped, counter: TokenCounter, limits: steps.Limits
-) -> Prepared | Delete | Rejected | Skipped:
-    return steps.prepare(change, counter, limits) if isinstance(change, Upsert) else change

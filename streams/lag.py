@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from confluent_kafka import TopicPartition
 from pymongo.database import Database
@@ -39,12 +40,16 @@ def wait_until_caught_up(
     db: Database[warehouse.Document],
     incarnation: str,
     *,
+    still_running: Callable[[], bool],
     poll_s: float = 0.2,
-    timeout_s: float | None = None,
-) -> None:
-    """Return once every partition's lag is 0 (another process runs the dataflow)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+) -> bool:
+    """Wait until every partition's lag is 0, while another process runs the dataflow.
+
+    True once caught up; False as soon as ``still_running`` says that process is
+    gone (the caller then runs the dataflow itself).
+    """
     while any(ingest_lag(bootstrap, db, incarnation).values()):
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"the running dataflow did not catch up within {timeout_s} s")
+        if not still_running():
+            return False
         time.sleep(poll_s)
+    return True

@@ -8,24 +8,29 @@ the live collection untouched.
 
 When a dataflow keeps writing to the live collection meanwhile (a Qdrant server
 shared by several processes), the documents it indexed or forgot during the
-rebuild are replayed onto the staging collection before the swap. A change that
-lands in the moment between that catch-up and the swap is the one gap; the next
-version of that document, or another reindex, repairs it.
+rebuild (from a little before it began: the two processes' clocks and write
+times differ) are replayed onto the staging collection before the swap, and once
+more onto the new live collection after it, for what landed in between. The
+warehouse's cleaned text and chunk counts are refreshed only after the swap, so
+they always describe the live collection (the dataflow deletes old versions by
+their chunk count).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from pymongo.database import Database
 
 from infra import warehouse
 from schemas.documents import RawDocument
+from schemas.ids import chunk_point_id
 from streams import steps
 from streams.chunk import Chunk, TokenCounter, chunk
 from streams.clean import clean
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Documents embedded together: enough chunks to keep the encoder at its best batch size.
 DOCUMENTS_PER_BATCH = 64
+# How far before its start a rebuild looks for changes the live dataflow made.
+CATCH_UP_SLACK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -83,39 +90,83 @@ class Reindexer:
     def rebuild(self, author: str) -> Rebuilt:
         """Rebuild ``author``'s collection from the warehouse and swap it in."""
         began, started = datetime.now(UTC), time.perf_counter()
+        since = began - CATCH_UP_SLACK
+        counts: dict[uuid.UUID, tuple[str, int]] = {}
         self.store.begin_staging(author)
         try:
-            filled = self._fill(author, warehouse.raw_documents_of(self.db, author))
-            filled += self._catch_up(author, since=began)
+            documents = warehouse.raw_documents_of(self.db, author)
+            filled = self._fill(author, documents, counts, staging=True)
+            filled += self._catch_up(author, since, counts, staging=True)
             self.store.replace_with_staging(author)
         except BaseException:
             self.store.discard_staging(author)
             raise
+        self._catch_up(author, since, counts, staging=False)
+        for document in warehouse.raw_documents_of(self.db, author):
+            version, count = counts.get(document.document_id, ("", 0))
+            if version == document.version:
+                text = clean(document)
+                warehouse.refresh_cleaned_text(self.db, document, text=text, chunk_count=count)
         seconds = time.perf_counter() - started
         log.info("reindexed %s: %d documents, %d chunks", author, filled.documents, filled.chunks)
         return Rebuilt(author, filled.documents, filled.chunks, filled.skipped, seconds)
 
-    def _catch_up(self, author: str, since: datetime) -> _Filled:
-        """Replay onto staging what the live dataflow changed while the rebuild ran."""
+    def _catch_up(
+        self,
+        author: str,
+        since: datetime,
+        counts: dict[uuid.UUID, tuple[str, int]],
+        *,
+        staging: bool,
+    ) -> _Filled:
+        """Replay what the live dataflow changed since ``since`` (idempotent).
+
+        Only what differs from what this rebuild wrote is redone, by point id:
+        a filtered delete scans the whole collection in local mode.
+        """
         indexed, deleted = warehouse.changed_since(self.db, author, since)
         for document_id in deleted - indexed:
-            self.store.delete_document(author, document_id, staging=True)
-        if not indexed:
-            return _Filled()
-        documents = list(warehouse.raw_documents_of(self.db, author, indexed))
-        for document in documents:
-            self.store.delete_document(author, document.document_id, staging=True)
+            if document_id in counts:
+                self._delete_written(author, document_id, counts.pop(document_id), staging)
+        changed = [
+            document
+            for document in warehouse.raw_documents_of(self.db, author, indexed)
+            if counts.get(document.document_id, ("", 0))[0] != document.version
+        ]
+        for document in changed:
+            if document.document_id in counts:
+                written = counts.pop(document.document_id)
+                self._delete_written(author, document.document_id, written, staging)
         # Counted already by the first pass, when the document was there.
-        return _Filled(skipped=self._fill(author, iter(documents)).skipped)
+        return _Filled(skipped=self._fill(author, iter(changed), counts, staging).skipped)
 
-    def _fill(self, author: str, documents: Iterator[RawDocument]) -> _Filled:
+    def _delete_written(
+        self, author: str, document_id: uuid.UUID, written: tuple[str, int], staging: bool
+    ) -> None:
+        version, count = written
+        ids = (chunk_point_id(document_id, version, n) for n in range(count))
+        self.store.delete_points(author, ids, staging=staging)
+
+    def _fill(
+        self,
+        author: str,
+        documents: Iterator[RawDocument],
+        counts: dict[uuid.UUID, tuple[str, int]],
+        staging: bool,
+    ) -> _Filled:
         filled = _Filled()
         while batch := list(islice(documents, DOCUMENTS_PER_BATCH)):
-            filled += self._write(author, batch)
+            filled += self._write(author, batch, counts, staging)
         return filled
 
-    def _write(self, author: str, documents: Iterable[RawDocument]) -> _Filled:
-        prepared: list[tuple[RawDocument, str, list[Chunk]]] = []
+    def _write(
+        self,
+        author: str,
+        documents: Iterable[RawDocument],
+        counts: dict[uuid.UUID, tuple[str, int]],
+        staging: bool,
+    ) -> _Filled:
+        prepared: list[tuple[RawDocument, list[Chunk]]] = []
         skipped = 0
         for document in documents:
             text = clean(document)
@@ -134,20 +185,19 @@ class Reindexer:
                 skipped += 1
                 log.warning("%s: nothing to index under the current rules", document.document_id)
                 continue
-            prepared.append((document, text, chunks))
-        texts = [c.text for _, _, chunks in prepared for c in chunks]
+            prepared.append((document, chunks))
+        texts = [c.text for _, chunks in prepared for c in chunks]
         vectors = self.embedder.encode(texts, batch_size=self.embed_batch_size)
         now = datetime.now(UTC)
         points = []
         start = 0
-        for document, _, chunks in prepared:
+        for document, chunks in prepared:
             end = start + len(chunks)
             rows = [[float(x) for x in v] for v in vectors[start:end]]
             points += points_of(document, chunks, rows, self.embedder.model_name, now)
+            counts[document.document_id] = (document.version, len(chunks))
             start = end
-        self.store.upsert(author, points, staging=True)
-        for document, text, chunks in prepared:
-            warehouse.refresh_cleaned_text(self.db, document, text=text, chunk_count=len(chunks))
+        self.store.upsert(author, points, staging=staging)
         return _Filled(len(prepared), len(points), skipped)
 
 

@@ -21,7 +21,8 @@ from bytewax.recovery import RecoveryConfig
 from confluent_kafka import OFFSET_BEGINNING
 
 from infra import kafka, warehouse
-from schemas.topics import RAW_DOCUMENTS
+from schemas.dead_letters import DeadLetter
+from schemas.topics import DEAD_LETTERS, RAW_DOCUMENTS
 from streams.dataflow import build_flow
 from streams.items import Incoming
 from streams.settings import IngestSettings
@@ -94,6 +95,16 @@ def to_incoming(message: KafkaSourceMessage[bytes | None, bytes | None]) -> Inco
     )
 
 
+def check_chunk_size(settings: IngestSettings, embedder: Embedder) -> None:
+    """Refuse chunks the encoder would silently truncate."""
+    if settings.chunk_tokens > embedder.max_text_tokens:
+        raise ValueError(
+            f"LLM_TWIN_INGEST_CHUNK_TOKENS is {settings.chunk_tokens}, but {embedder.model_name} "
+            f"reads at most {embedder.max_text_tokens} tokens of text: the rest of each chunk "
+            "would never be searchable"
+        )
+
+
 def recovery_dir(home: Path, incarnation_id: str) -> Path:
     root = home / "recovery"
     directory = root / incarnation_id
@@ -118,6 +129,7 @@ def run(
 ) -> None:
     """Run the dataflow; with ``until_idle``, return once every partition is caught up."""
     embedder = embedder or Embedder.load(settings.embedding_model)
+    check_chunk_size(settings, embedder)
     store = VectorStore.open(
         connections.qdrant_location, connections.qdrant_api_key, dimensions=embedder.dimensions
     )
@@ -137,9 +149,16 @@ def run(
 
         db = client[connections.mongodb_database]
         progress = Progress(db, connections.incarnation_id)
+        store_rejects = publisher()
+
+        def dead_letter(letter: DeadLetter) -> None:
+            log.warning("dead letter at %s: %s", letter.stage, letter.reason)
+            store_rejects.publish(DEAD_LETTERS, letter.key, letter)
+            store_rejects.flush()
+
         flow = build_flow(
             source,
-            StoreSink(StoreWriter(store, db, embedder.model_name, progress)),
+            StoreSink(StoreWriter(store, db, embedder.model_name, progress, dead_letter)),
             DeadLetterSink(publisher, progress),
             encoder=embedder,
             counter=EmbedderTokens(embedder),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.common import MiB
@@ -16,7 +16,10 @@ class IngestSettings(BaseSettings):
         default=None,
         description="sentence-transformers model id or directory; unset: the bundled MiniLM",
     )
-    max_document_bytes: int = Field(default=8 * MiB, gt=0, description="Larger: dead-lettered")
+    # At most 12 MiB: the warehouse keeps raw and cleaned text in BSON records of 16 MiB.
+    max_document_bytes: int = Field(
+        default=8 * MiB, gt=0, le=12 * MiB, description="Larger: dead-lettered"
+    )
     chunk_tokens: int = Field(default=200, ge=16, le=512, description="Largest chunk, wordpieces")
     overlap_tokens: int = Field(default=30, ge=0, description="Overlap between prose chunks")
     embed_batch_size: int = Field(default=64, ge=1, le=1024)
@@ -24,6 +27,15 @@ class IngestSettings(BaseSettings):
     # at most this much (the sinks are idempotent, so a replay only costs time).
     epoch_s: int = Field(default=1, ge=1, le=60, description="Seconds between snapshots")
     workers: int = Field(default=1, ge=1, le=32, description="Dataflow worker threads")
+
+    @model_validator(mode="after")
+    def _overlap_within_chunk(self) -> IngestSettings:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                f"LLM_TWIN_INGEST_OVERLAP_TOKENS ({self.overlap_tokens}) must be smaller than "
+                f"LLM_TWIN_INGEST_CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        return self
 
     def limits(self) -> Limits:
         return Limits(

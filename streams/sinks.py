@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -91,11 +92,13 @@ class StoreWriter:
         db: Database[warehouse.Document],
         model: str,
         progress: Progress,
+        dead_letter: Callable[[DeadLetter], None],
     ) -> None:
         self.store = store
         self.db = db
         self.model = model
         self.progress = progress
+        self.dead_letter = dead_letter
         # Qdrant local mode is one client shared by every worker thread of the process.
         self._lock = threading.Lock()
 
@@ -105,25 +108,45 @@ class StoreWriter:
 
     def _write(self, items: list[StoreItem]) -> None:
         now = datetime.now(UTC)
-        indexed = [i for i in items if isinstance(i, Indexed)]
+        # A backlog brings several changes of one document in one batch, in order:
+        # only the last one decides what is stored; the versions before it are
+        # deleted in case an earlier, crashed run stored them.
+        latest: dict[uuid.UUID, Indexed | Delete] = {}
+        superseded: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+        for item in items:
+            if isinstance(item, Skipped):
+                continue
+            key = _document_id(item)
+            if isinstance(before := latest.get(key), Indexed):
+                superseded[key] |= _point_ids(before)
+            latest[key] = item
+        known = warehouse.indexed_versions(self.db, latest)
+        for key, item in list(latest.items()):
+            if not isinstance(item, Indexed) or key not in known:
+                continue
+            owner, author = known[key].author, item.prepared.document.author.slug
+            if owner != author:
+                # Ids are UUIDv5 of author + source: another author's id is forged or corrupt.
+                reason = f"document {key} belongs to {owner}, not {author}"
+                self.dead_letter(item.incoming.reject("validate", reason).letter)
+                del latest[key]
+
+        indexed = [i for i in latest.values() if isinstance(i, Indexed)]
         by_author: dict[str, list[ChunkPoint]] = defaultdict(list)
         for item in indexed:
-            author = item.prepared.document.author.slug
-            by_author[author] += points_of(
-                item.prepared.document, item.prepared.chunks, item.vectors, self.model, now
+            document = item.prepared.document
+            by_author[document.author.slug] += points_of(
+                document, item.prepared.chunks, item.vectors, self.model, now
             )
         for author, points in by_author.items():
             self.store.ensure_collection(author)
             self.store.upsert(author, points)
-
-        ids = [item.prepared.document.document_id for item in indexed]
-        previous = warehouse.versions_of(self.db, ids)
         for item in indexed:
             document = item.prepared.document
-            if previous.get(document.document_id, document.version) != document.version:
-                self.store.delete_other_versions(
-                    document.author.slug, document.document_id, document.version
-                )
+            stale = superseded[document.document_id] | _indexed_ids(
+                document.document_id, known.get(document.document_id)
+            )
+            self.store.delete_points(document.author.slug, stale - _point_ids(item))
             warehouse.save_raw_document(self.db, document)
             warehouse.save_cleaned_document(
                 self.db,
@@ -134,13 +157,55 @@ class StoreWriter:
                 indexed_at=now,
             )
 
-        for deletion in (i for i in items if isinstance(i, Delete)):
-            owner = deletion.author or warehouse.author_of(self.db, deletion.document_id)
-            if owner is not None:
-                self.store.delete_document(owner, deletion.document_id)
-            warehouse.forget_document(self.db, deletion.document_id, owner, now)
-        positions = [i.incoming for i in items]
-        self.progress.record((p.topic, p.partition, p.offset) for p in positions)
+        for deletion in (i for i in latest.values() if isinstance(i, Delete)):
+            self._delete(deletion, known.get(deletion.document_id), superseded, now)
+        self.progress.record(
+            (i.incoming.topic, i.incoming.partition, i.incoming.offset) for i in items
+        )
+
+    def _delete(
+        self,
+        deletion: Delete,
+        indexed: warehouse.IndexedVersion | None,
+        superseded: dict[uuid.UUID, set[uuid.UUID]],
+        now: datetime,
+    ) -> None:
+        document_id = deletion.document_id
+        owner = indexed.author if indexed else warehouse.author_of(self.db, document_id)
+        if owner is not None and deletion.author is not None and deletion.author != owner:
+            # The stream forgets owners with each broker incarnation; the warehouse does not.
+            reason = f"tombstone from {deletion.author} for a document of {owner}"
+            self.dead_letter(deletion.incoming.reject("validate", reason).letter)
+            return
+        owner = owner or deletion.author
+        if owner is None:
+            log.info("tombstone for %s, which was never indexed", document_id)
+        elif indexed is not None:
+            stale = superseded[document_id] | _indexed_ids(document_id, indexed)
+            self.store.delete_points(owner, stale)
+        else:  # no record of its chunks: find them (a filtered delete scans the collection)
+            self.store.delete_document(owner, document_id)
+        warehouse.forget_document(self.db, document_id, owner, now)
+
+
+def _document_id(item: Indexed | Delete) -> uuid.UUID:
+    return item.prepared.document.document_id if isinstance(item, Indexed) else item.document_id
+
+
+def _point_ids(item: Indexed) -> set[uuid.UUID]:
+    document = item.prepared.document
+    return {
+        chunk_point_id(document.document_id, document.version, c.index)
+        for c in item.prepared.chunks
+    }
+
+
+def _indexed_ids(
+    document_id: uuid.UUID, indexed: warehouse.IndexedVersion | None
+) -> set[uuid.UUID]:
+    if indexed is None:
+        return set()
+    return {chunk_point_id(document_id, indexed.version, n) for n in range(indexed.chunk_count)}
 
 
 class _StorePartition(StatelessSinkPartition[StoreItem]):

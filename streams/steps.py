@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -9,7 +11,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from infra import warehouse
 from schemas import serde
+from schemas.common import AUTHOR_SLUG_PATTERN
 from schemas.documents import RawDocument
 from schemas.topics import RAW_DOCUMENTS
 from streams.chunk import TokenCounter, chunk
@@ -18,6 +22,9 @@ from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped
 
 # The header a tombstone carries its author in (producers/publish.py writes it).
 AUTHOR_HEADER = "author"
+
+log = logging.getLogger(__name__)
+_SLUG = re.compile(AUTHOR_SLUG_PATTERN)
 
 
 class Encoder(Protocol):
@@ -37,11 +44,19 @@ def decode(incoming: Incoming, limits: Limits) -> Upsert | Delete | Rejected:
     if incoming.key is None:
         return incoming.reject("decode", "no key: the key must be the document id")
     try:
-        key = uuid.UUID(incoming.key.decode("utf-8"))
+        text = incoming.key.decode("utf-8")
+        key = uuid.UUID(text)
     except (UnicodeDecodeError, ValueError):
         return incoming.reject("decode", "the key is not a document id (a UUID)")
+    if text != str(key):
+        # Kafka partitions by the key's bytes: another spelling of one id could put
+        # its versions on two partitions, with no order between them.
+        return incoming.reject("decode", f"the key must be written {key}, not {text[:64]!r}")
     if incoming.value is None:
-        return Delete(key, incoming.header(AUTHOR_HEADER), incoming)
+        author = incoming.header(AUTHOR_HEADER)
+        if author is not None and _SLUG.fullmatch(author) is None:
+            return incoming.reject("validate", f"the {AUTHOR_HEADER} header is not an author slug")
+        return Delete(key, author, incoming)
     try:
         document: RawDocument = serde.decode(RAW_DOCUMENTS, incoming.value)
     except serde.DecodeError as error:
@@ -56,6 +71,9 @@ def decode(incoming: Incoming, limits: Limits) -> Upsert | Delete | Rejected:
             "validate",
             f"content is {size} bytes, over the {limits.max_document_bytes}-byte document limit",
         )
+    reason = warehouse.unstorable(document)
+    if reason is not None:
+        return incoming.reject("validate", reason)
     return Upsert(document, incoming)
 
 
@@ -67,12 +85,39 @@ class Known:
     version: str
 
 
-Change = Upsert | Delete | Rejected
+Change = Prepared | Delete | Rejected
+
+
+def prepare(change: Upsert | Delete | Rejected, counter: TokenCounter, limits: Limits) -> Change:
+    """Clean and chunk a document; tombstones and rejections pass through."""
+    if not isinstance(change, Upsert):
+        return change
+    try:
+        cleaned = clean(change.document)
+        if not cleaned.strip():
+            return change.incoming.reject("clean", "empty after cleaning")
+        chunks = chunk(
+            cleaned,
+            change.document.kind,
+            counter,
+            max_tokens=limits.max_chunk_tokens,
+            overlap_tokens=limits.overlap_tokens,
+        )
+    except Exception as error:  # one odd document must not stop everyone's stream
+        log.exception("cleaning or chunking %s failed", change.document.document_id)
+        return change.incoming.reject("chunk", f"{type(error).__name__}: {error}")
+    if not chunks:
+        return change.incoming.reject("chunk", "no chunks")
+    return Prepared(change.document, cleaned, chunks, change.incoming)
 
 
 def track_versions(state: Known | None, change: Change) -> tuple[Known | None, Change | Skipped]:
-    """Skip versions already indexed; give tombstones their author; refuse foreign tombstones."""
-    if isinstance(change, Upsert):
+    """Skip versions already indexed; give tombstones their author; refuse foreign tombstones.
+
+    Runs after cleaning and chunking, so only a version that will be stored is
+    remembered: a rejected one can be published again once it is fixed.
+    """
+    if isinstance(change, Prepared):
         document = change.document
         if state is not None and state.author != document.author.slug:
             # Ids are UUIDv5 of author + source, so this is a forged or corrupt message.
@@ -91,23 +136,6 @@ def track_versions(state: Known | None, change: Change) -> tuple[Known | None, C
             )
         return None, Delete(change.document_id, state.author, change.incoming)
     return state, change
-
-
-def prepare(upsert: Upsert, counter: TokenCounter, limits: Limits) -> Prepared | Rejected:
-    """Clean and chunk one document."""
-    cleaned = clean(upsert.document)
-    if not cleaned.strip():
-        return upsert.incoming.reject("clean", "empty after cleaning")
-    chunks = chunk(
-        cleaned,
-        upsert.document.kind,
-        counter,
-        max_tokens=limits.max_chunk_tokens,
-        overlap_tokens=limits.overlap_tokens,
-    )
-    if not chunks:
-        return upsert.incoming.reject("chunk", "no chunks")
-    return Prepared(upsert.document, cleaned, chunks, upsert.incoming)
 
 
 def embed(

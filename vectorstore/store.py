@@ -52,13 +52,15 @@ owns the directory. It ignores payload indexes; they are made on a server only.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -169,6 +171,24 @@ def _score_local_queries_in_float32() -> None:
 
 class StoreBusy(RuntimeError):
     """A local-mode directory is locked by another process."""
+
+
+def in_use_elsewhere(location: str) -> bool:
+    """Whether another process holds this local-mode directory open.
+
+    Tries, and at once releases, the lock qdrant-client takes on ``<dir>/.lock``
+    (``flock``, as its ``portalocker`` does on POSIX), without loading the store.
+    """
+    lock = Path(location) / ".lock"
+    if "://" in location or not lock.exists():
+        return False
+    with lock.open("r+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 class VectorStore:
@@ -352,6 +372,24 @@ class VectorStore:
                 must_not=[_equals("version", keep_version)],
             ),
         )
+
+    def delete_points(
+        self, author: str, ids: Iterable[uuid.UUID], *, staging: bool = False
+    ) -> None:
+        """Delete these points (absent ones are ignored). By id: no scan of the collection,
+        which a filtered delete needs (~0.3 s at 20k points in local mode)."""
+        selected = [str(point_id) for point_id in ids]
+        name = self._target(author, staging)
+        if not selected:
+            return
+        with self._serial:
+            if not self._client.collection_exists(name):
+                return
+            self._client.delete(
+                collection_name=name,
+                points_selector=models.PointIdsList(points=selected),
+                wait=True,
+            )
 
     def delete_document(self, author: str, document_id: uuid.UUID, *, staging: bool = False) -> int:
         """Delete every point of the document; how many matched."""

@@ -78,6 +78,13 @@ def test_documents_are_chunked_embedded_and_garbage_is_dead_lettered_with_a_reas
         records.add(str(uuid.uuid4()).encode(), b"\xff\xfe\x00"): "not UTF-8",
         records.add(b"not-a-uuid", serde.encode(good)): "not a document id",
         records.add(None, serde.encode(good)): "no key",
+        records.add(str(good.document_id).upper().encode(), serde.encode(good)): "must be written",
+        records.add(str(uuid.uuid4()).encode(), None, (("author", b"../etc"),)): "not an author",
+        records.document(
+            raw_document(source="https://example.org/nul").model_copy(
+                update={"metadata": {"a\x00b": 1}}
+            )
+        ): "the warehouse cannot store it",
         records.add(str(uuid.uuid4()).encode(), serde.encode(good)): "is not the document's id",
         records.document(
             raw_document(source="https://example.org/big", content="word " * 3000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -318,3 +319,67 @@ def test_until_idle_waits_for_a_running_dataflow_that_owns_the_store(home: Path)
         _, errors = live.communicate(timeout=30)
     assert live.returncode == 130, errors.decode()[-3000:]
     assert b"Traceback" not in errors
+
+
+# Questions a reader would ask, each answered on one page (not by repeating its title).
+CRAWLED_QUESTIONS = {
+    "kafka-consumers.html": "what happens to partitions when a member leaves the group?",
+    "qdrant-collections.html": "why give every tenant its own collection instead of a filter?",
+    "bytewax-recovery.html": "what must a sink guarantee when a dataflow resumes after a crash?",
+}
+DOCS_QUESTIONS = {
+    "getting-started.md": "How do I stop the local broker and warehouse?",
+    "collecting-writing.md": "How do I import my LinkedIn data export?",
+    "feature-pipeline.md": "How is source code split into chunks?",
+    "recovery-and-operations.md": "Why does search fail while ingest is running?",
+    "tenancy-and-security.md": "What characters are allowed in an author slug?",
+    "wire-contracts.md": "How do I export JSON Schemas for the topics?",
+}
+
+
+def test_crawled_and_imported_documentation_answers_questions_for_its_author_only(
+    home: Path, embedder: Embedder
+) -> None:
+    from tests.producers.site import serve
+
+    slug, stranger = author(), author()
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    imported = run_cli(home, "import", "--author", slug, "--json", str(docs))
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    with serve() as site:
+        urls = [f"{site.base}/docs/{name}" for name in CRAWLED_QUESTIONS]
+        crawled = run_cli(
+            home,
+            "crawl",
+            "--author",
+            slug,
+            "--allow-private-networks",
+            "--json",
+            *urls,
+            LLM_TWIN_CRAWL_PER_HOST_DELAY_S="0",
+        )
+    assert crawled.returncode == 0, crawled.stdout + crawled.stderr[-3000:]
+    publish(home, raw_document(slug=stranger, source="https://else.example/a", content="Hi."))
+    ingest(home)
+
+    top = search(home, slug, CRAWLED_QUESTIONS["kafka-consumers.html"])  # the command itself
+    assert str(top[0]["source_url"]).endswith("/docs/kafka-consumers.html"), top
+    titles = {}
+    for name in DOCS_QUESTIONS:
+        title = re.search(r"^title: (.+)$", (docs / name).read_text(), re.MULTILINE)
+        assert title is not None, name
+        titles[name] = title[1].strip()
+    with VectorStore.open(str(home / "qdrant"), dimensions=embedder.dimensions) as store:
+
+        def ask(whose: str, question: str) -> list[dict[str, object]]:
+            return [hit.payload for hit in store.search(whose, embedder.encode_query(question), 5)]
+
+        for name, question in CRAWLED_QUESTIONS.items():
+            found = ask(slug, question)
+            assert any(str(p["source_url"]).endswith(f"/docs/{name}") for p in found), question
+        for name, question in DOCS_QUESTIONS.items():
+            found = ask(slug, question)
+            assert any(p["title"] == titles[name] for p in found), (question, found)
+            theirs = {p["document_id"] for p in ask(stranger, question)}
+            assert theirs.isdisjoint({p["document_id"] for p in found})
+            assert all(p["author"] == stranger for p in ask(stranger, question))
