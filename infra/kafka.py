@@ -257,14 +257,15 @@ def cluster_id(bootstrap_servers: str, timeout_s: float = 5.0) -> str:
     return str(metadata.cluster_id)
 
 
-def assigned_consumer_tuning() -> dict[str, Any]:
+def assigned_consumer_tuning(fetch_wait_ms: int = 10) -> dict[str, Any]:
     """Fetch settings for a consumer that assigns partitions itself (Bytewax's Kafka source).
 
     No group settings: such a consumer keeps its offsets in its own snapshots.
     """
     return {
-        # See consumer_config: Tansu answers a long-polled fetch only when it times out.
-        "fetch.wait.max.ms": 10,
+        # See consumer_config: Tansu answers a long-polled fetch only when it times out,
+        # so this is both the added latency and how often an idle consumer asks.
+        "fetch.wait.max.ms": fetch_wait_ms,
         "fetch.message.max.bytes": WIRE_MAX_BYTES,
         "max.partition.fetch.bytes": WIRE_MAX_BYTES,
         # A snapshot's offset that no longer exists (retention, a recreated topic):

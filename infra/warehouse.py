@@ -14,7 +14,7 @@ from typing import Any
 import bson
 import bson.errors
 from bson.binary import UuidRepresentation
-from pymongo import MongoClient
+from pymongo import MongoClient, ReplaceOne
 from pymongo.database import Database
 
 from schemas.documents import RawDocument
@@ -102,32 +102,45 @@ def author_of(db: Database[Document], document_id: uuid.UUID) -> str | None:
     return None if record is None else str(record["author"]["slug"])
 
 
-def save_cleaned_document(
-    db: Database[Document],
-    document: RawDocument,
-    *,
-    text: str,
-    chunk_count: int,
-    received_at: datetime | None,
-    indexed_at: datetime,
-) -> None:
-    """Upsert the cleaned text beside the raw document, with its freshness."""
-    record = {
-        "author": document.author.slug,
-        "version": document.version,
-        "kind": document.kind.value,
-        "platform": document.platform,
-        "title": document.title,
-        "source_url": document.source_url,
-        "published_at": document.published_at,
-        "text": text,
-        "chunk_count": chunk_count,
-        # Kafka record timestamp -> searchable: DESIGN.md's per-document freshness.
-        "received_at": received_at,
-        "indexed_at": indexed_at,
-        "freshness_s": (indexed_at - received_at).total_seconds() if received_at else None,
-    }
-    db[CLEANED_DOCUMENTS].replace_one({"_id": document.document_id}, record, upsert=True)
+@dataclass(frozen=True)
+class Cleaned:
+    """A document as the feature pipeline indexed it."""
+
+    document: RawDocument
+    text: str
+    chunk_count: int
+    # The Kafka record's timestamp: freshness runs from it to ``indexed_at``.
+    received_at: datetime | None
+
+
+def save_indexed(db: Database[Document], indexed: list[Cleaned], indexed_at: datetime) -> None:
+    """Upsert raw and cleaned records of these documents, in two bulk writes."""
+    if not indexed:
+        return
+    raw, cleaned = [], []
+    for item in indexed:
+        document = item.document
+        record = document.model_dump(mode="python")
+        record["_id"] = record.pop("document_id")
+        raw.append(ReplaceOne({"_id": document.document_id}, record, upsert=True))
+        received = item.received_at
+        cleaned_record = {
+            "author": document.author.slug,
+            "version": document.version,
+            "kind": document.kind.value,
+            "platform": document.platform,
+            "title": document.title,
+            "source_url": document.source_url,
+            "published_at": document.published_at,
+            "text": item.text,
+            "chunk_count": item.chunk_count,
+            "received_at": received,
+            "indexed_at": indexed_at,
+            "freshness_s": (indexed_at - received).total_seconds() if received else None,
+        }
+        cleaned.append(ReplaceOne({"_id": document.document_id}, cleaned_record, upsert=True))
+    db[RAW_DOCUMENTS].bulk_write(raw, ordered=False)
+    db[CLEANED_DOCUMENTS].bulk_write(cleaned, ordered=False)
 
 
 def forget_document(

@@ -153,7 +153,8 @@ def search_command(
         console.print(f"[bold]{number}. {result['title']}[/bold]  ({result['score']:.3f})")
         if result["source_url"]:
             console.print(f"   {result['source_url']}")
-        console.print(f"   {str(result['text'])[:300]}\n")
+        preview = " ".join(str(result["text"]).split())
+        console.print(f"   {preview[:300]}{'…' if len(preview) > 300 else ''}\n")
     if not results:
         console.print(f"no results for {author}")
 

@@ -21,12 +21,11 @@ from bytewax.recovery import RecoveryConfig
 from confluent_kafka import OFFSET_BEGINNING
 
 from infra import kafka, warehouse
-from schemas.dead_letters import DeadLetter
-from schemas.topics import DEAD_LETTERS, RAW_DOCUMENTS
+from schemas.topics import RAW_DOCUMENTS
 from streams.dataflow import build_flow
 from streams.items import Incoming
 from streams.settings import IngestSettings
-from streams.sinks import DeadLetterSink, Progress, StoreSink, StoreWriter
+from streams.sinks import DeadLetters, DeadLetterSink, Progress, StoreSink, StoreWriter
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
 
@@ -62,13 +61,13 @@ class RawDocumentsSource(KafkaSource):
     partitions with a plain admin client instead (same ``"<partition>-<topic>"`` names).
     """
 
-    def __init__(self, bootstrap_servers: str, *, tail: bool) -> None:
+    def __init__(self, bootstrap_servers: str, *, tail: bool, fetch_wait_ms: int) -> None:
         super().__init__(
             brokers=[bootstrap_servers],
             topics=[RAW_DOCUMENTS.name],
             tail=tail,
             starting_offset=OFFSET_BEGINNING,
-            add_config=kafka.assigned_consumer_tuning(),
+            add_config=kafka.assigned_consumer_tuning(fetch_wait_ms),
             batch_size=500,
         )
         self.bootstrap_servers = bootstrap_servers
@@ -134,32 +133,27 @@ def run(
         connections.qdrant_location, connections.qdrant_api_key, dimensions=embedder.dimensions
     )
     client = warehouse.connect(connections.mongodb_uri)
+    # One producer for every dead letter, shared by the worker threads (librdkafka's
+    # producer is thread-safe); flushed when the dataflow ends.
+    publisher = kafka.Publisher(
+        kafka.make_producer(
+            connections.bootstrap_servers,
+            "llm-twin-ingest",
+            one_record_per_batch=connections.one_record_per_batch,
+        )
+    )
     try:
         # tail=False: the source ends at each partition's end (``--until-idle``).
-        source = RawDocumentsSource(connections.bootstrap_servers, tail=not until_idle)
-
-        def publisher() -> kafka.Publisher:
-            return kafka.Publisher(
-                kafka.make_producer(
-                    connections.bootstrap_servers,
-                    "llm-twin-ingest",
-                    one_record_per_batch=connections.one_record_per_batch,
-                )
-            )
-
+        source = RawDocumentsSource(
+            connections.bootstrap_servers, tail=not until_idle, fetch_wait_ms=settings.fetch_wait_ms
+        )
         db = client[connections.mongodb_database]
         progress = Progress(db, connections.incarnation_id)
-        store_rejects = publisher()
-
-        def dead_letter(letter: DeadLetter) -> None:
-            log.warning("dead letter at %s: %s", letter.stage, letter.reason)
-            store_rejects.publish(DEAD_LETTERS, letter.key, letter)
-            store_rejects.flush()
-
+        dead_letters = DeadLetters(publisher, progress)
         flow = build_flow(
             source,
-            StoreSink(StoreWriter(store, db, embedder.model_name, progress, dead_letter)),
-            DeadLetterSink(publisher, progress),
+            StoreSink(StoreWriter(store, db, embedder.model_name, progress, dead_letters.send)),
+            DeadLetterSink(dead_letters),
             encoder=embedder,
             counter=EmbedderTokens(embedder),
             limits=settings.limits(),
@@ -179,6 +173,7 @@ def run(
                 raise KeyboardInterrupt from None
             raise
     finally:
+        publisher.flush()
         client.close()
         store.close()
 

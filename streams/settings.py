@@ -22,7 +22,12 @@ class IngestSettings(BaseSettings):
     )
     chunk_tokens: int = Field(default=200, ge=16, le=512, description="Largest chunk, wordpieces")
     overlap_tokens: int = Field(default=30, ge=0, description="Overlap between prose chunks")
-    embed_batch_size: int = Field(default=64, ge=1, le=1024)
+    # MiniLM on 2 CPU cores: 32 beat 64 and 128 in every run of benchmarks/ingest.py.
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    # The broker answers an idle fetch only when this runs out (Tansu), so it is both
+    # the latency it adds and how often an idle dataflow asks: at 10 ms an idle
+    # dataflow cost Tansu ~15% of a core and itself ~8%, CPU the encoder then lacks.
+    fetch_wait_ms: int = Field(default=50, ge=1, le=500, description="Kafka fetch wait")
     # Bytewax snapshots state and input offsets once per epoch: a crash replays
     # at most this much (the sinks are idempotent, so a replay only costs time).
     epoch_s: int = Field(default=1, ge=1, le=60, description="Seconds between snapshots")

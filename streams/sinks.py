@@ -147,15 +147,19 @@ class StoreWriter:
                 document.document_id, known.get(document.document_id)
             )
             self.store.delete_points(document.author.slug, stale - _point_ids(item))
-            warehouse.save_raw_document(self.db, document)
-            warehouse.save_cleaned_document(
-                self.db,
-                document,
-                text=item.prepared.cleaned,
-                chunk_count=len(item.prepared.chunks),
-                received_at=item.prepared.incoming.timestamp,
-                indexed_at=now,
-            )
+        warehouse.save_indexed(
+            self.db,
+            [
+                warehouse.Cleaned(
+                    item.prepared.document,
+                    item.prepared.cleaned,
+                    len(item.prepared.chunks),
+                    item.incoming.timestamp,
+                )
+                for item in indexed
+            ],
+            now,
+        )
 
         for deletion in (i for i in latest.values() if isinstance(i, Delete)):
             self._delete(deletion, known.get(deletion.document_id), superseded, now)
@@ -226,13 +230,18 @@ class StoreSink(DynamicSink[StoreItem]):
         return _StorePartition(self.writer)
 
 
-class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
+class DeadLetters:
+    """Publishes dead letters, delivered before the epoch (and its offsets) can be snapshotted."""
+
     def __init__(self, publisher: Publisher, progress: Progress) -> None:
         self.publisher = publisher
         self.progress = progress
 
-    def write_batch(self, items: list[DeadLetter]) -> None:
-        for letter in items:
+    def send(self, letter: DeadLetter) -> None:
+        self.send_all([letter])
+
+    def send_all(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
             log.warning(
                 "dead letter from %s[%d]@%d at %s: %s",
                 letter.source_topic,
@@ -242,17 +251,25 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
                 letter.reason,
             )
             self.publisher.publish(DEAD_LETTERS, letter.key, letter)
-        # Delivered before the epoch (and its offsets) can be snapshotted.
         self.publisher.flush()
-        self.progress.record((d.source_topic, d.source_partition, d.source_offset) for d in items)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
+    def __init__(self, dead_letters: DeadLetters) -> None:
+        self.dead_letters = dead_letters
+
+    def write_batch(self, items: list[DeadLetter]) -> None:
+        self.dead_letters.send_all(items)
+        self.dead_letters.progress.record(
+            (d.source_topic, d.source_partition, d.source_offset) for d in items
+        )
 
 
 class DeadLetterSink(DynamicSink[DeadLetter]):
-    def __init__(self, make_publisher: Callable[[], Publisher], progress: Progress) -> None:
-        self.make_publisher = make_publisher
-        self.progress = progress
+    def __init__(self, dead_letters: DeadLetters) -> None:
+        self.dead_letters = dead_letters
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[DeadLetter]:
-        return _DeadLetterPartition(self.make_publisher(), self.progress)
+        return _DeadLetterPartition(self.dead_letters)
