@@ -6,10 +6,14 @@ Everything runs against a private embedded stack (Tansu + SecantusDB + Qdrant lo
 mode) in a temporary LLM_TWIN_HOME, in this order (progress on stderr):
 
 1. encoder ceiling: the documents cleaned and chunked exactly as the pipeline does,
-   then every chunk encoded in one call at batch 32, 64 and 128; the best is the ceiling;
-2. pipeline: the documents pre-published to twin.raw-documents, then
-   ``streams.run.run(..., until_idle=True)`` timed from call to return, the Qdrant
-   count checked, and a second run over the caught-up topic timed as the fixed cost;
+   then every chunk encoded in one call at batch 32, 64 and 128 to find the best size;
+2. pipeline, in 3 rounds of a third of the documents each: the encoder alone on the
+   round's chunks at its best batch size, then the round's documents pre-published
+   to twin.raw-documents and ``streams.run.run(..., until_idle=True)`` timed from
+   call to return (the Qdrant count checked, and a second run over the caught-up
+   topic timed as the fixed cost). ``encoder_chunks_per_s`` and
+   ``pipeline_chunks_per_s`` are totals over the same rounds: these machines drift
+   by 10-20% over minutes, and alternating puts the drift on both sides alike;
 3. naive baseline: one chunk at a time, encode then upsert, in a store of its own;
 4. freshness: ``llm-twin ingest`` tailing in a child process while documents arrive
    at half the encoder ceiling; Kafka record timestamp -> indexed, from the warehouse;
@@ -63,6 +67,8 @@ NAIVE_SAMPLE = 300
 # Freshness is measured below saturation: at half the ceiling a document waits for
 # its own embedding, not for a backlog.
 FRESHNESS_LOAD = 0.5
+# Rounds of the pipeline measurement, each bracketed by the encoder on the same chunks.
+PIPELINE_ROUNDS = 3
 FRESHNESS_TIMEOUT_S = 120.0
 # SIGINT first (the dataflow closes its store and warehouse), then SIGTERM, then SIGKILL.
 STOP_GRACE_S = 10.0
@@ -260,6 +266,12 @@ def prepare(
     ]
 
 
+def encoder_rate(embedder: Embedder, texts: list[str], batch_size: int) -> float:
+    start = time.perf_counter()
+    embedder.encode(texts, batch_size=batch_size)
+    return len(texts) / (time.perf_counter() - start)
+
+
 def encoder_ceiling(
     embedder: Embedder, texts: list[str]
 ) -> tuple[dict[str, Any], npt.NDArray[np.float32]]:
@@ -300,7 +312,11 @@ def pipeline(
     if stored != expected_points:
         progress(f"pipeline: MISMATCH: {stored} points stored, {expected_points} expected")
     # Each sink write stamps its documents with one indexed_at: the writes, as batches.
-    writes = sorted(db[warehouse.CLEANED_DOCUMENTS].distinct("indexed_at", {"author": AUTHOR.slug}))
+    writes = sorted(
+        db[warehouse.CLEANED_DOCUMENTS].distinct(
+            "indexed_at", {"author": AUTHOR.slug, "indexed_at": {"$gt": called_at}}
+        )
+    )
 
     idle_called_at = datetime.now(UTC)
     idle_seconds = timed(
@@ -328,6 +344,58 @@ def pipeline(
         "pipeline_chunks_per_s_excluding_fixed": (
             round(expected_points / (seconds - idle_seconds), 2) if seconds > idle_seconds else None
         ),
+    }
+
+
+def pipeline_rounds(
+    connections: Connections,
+    home: Path,
+    embedder: Embedder,
+    db: Database[warehouse.Document],
+    bootstrap: str,
+    pairs: Sequence[tuple[RawDocument, Chunk]],
+    batch_size: int,
+) -> dict[str, Any]:
+    """Per round: the encoder alone on the round's chunks, then the pipeline on its documents.
+
+    Each round's pipeline runs from a pre-filled topic to "all points stored" (it
+    resumes from the last round's snapshot). The two rates are totals over the
+    same rounds, so a drift of the machine weighs on both alike.
+    """
+    unique = {document.document_id: document for document, _ in pairs}
+    documents = list(unique.values())
+    size = -(-len(documents) // PIPELINE_ROUNDS)
+    encoder_s = pipeline_s = 0.0
+    rounds = []
+    expected = 0
+    for start in range(0, len(documents), size):
+        part = documents[start : start + size]
+        chosen = {document.document_id for document in part}
+        texts = [piece.text for document, piece in pairs if document.document_id in chosen]
+        encoder = len(texts) / encoder_rate(embedder, texts, batch_size)
+        publish(bootstrap, part)
+        result = pipeline(connections, home, embedder, db, expected + len(texts))
+        expected += len(texts)
+        encoder_s += encoder
+        pipeline_s += result["pipeline_seconds"]
+        rounds.append(
+            {
+                "documents": len(part),
+                "chunks": len(texts),
+                "encoder_chunks_per_s": round(len(texts) / encoder, 2),
+                "pipeline_chunks_per_s": round(len(texts) / result["pipeline_seconds"], 2),
+                "store_writes": result["pipeline_store_writes"],
+                "idle_run_seconds": result["idle_run_seconds"],
+            }
+        )
+    return {
+        "encoder_chunks_per_s": round(expected / encoder_s, 2),
+        "pipeline_seconds": round(pipeline_s, 3),
+        "pipeline_chunks_per_s": round(expected / pipeline_s, 2),
+        "pipeline_points_expected": expected,
+        "pipeline_points_stored": result["pipeline_points_stored"],
+        "pipeline_points_ok": result["pipeline_points_stored"] == expected,
+        "pipeline_rounds": rounds,
     }
 
 
@@ -565,6 +633,7 @@ def main() -> None:
     }
     ceiling, vectors = encoder_ceiling(embedder, texts)
     report |= ceiling
+    report["encoder_chunks_per_s_sweep_best"] = ceiling["encoder_chunks_per_s"]
 
     with tempfile.TemporaryDirectory(prefix="llm-twin-bench-") as scratch:
         root = Path(scratch)
@@ -588,11 +657,16 @@ def main() -> None:
             try:
                 db = client[connections.mongodb_database]
 
-                # 2. pipeline
-                report["publish_seconds"] = round(timed(lambda: publish(bootstrap, documents)), 3)
-                progress(f"published {len(documents)} documents; running the pipeline")
-                report |= pipeline(connections, platform.home, embedder, db, len(texts))
-                progress(f"pipeline: {report['pipeline_chunks_per_s']} chunks/s")
+                # 2. pipeline, in rounds alternating with the encoder (these machines
+                # drift by 10-20% over minutes: neighbours share the cores).
+                best = report["encoder_best_batch"]
+                report |= pipeline_rounds(
+                    connections, platform.home, embedder, db, bootstrap, pairs, best
+                )
+                progress(
+                    f"pipeline: {report['pipeline_chunks_per_s']} chunks/s against the "
+                    f"encoder's {report['encoder_chunks_per_s']} in the same rounds"
+                )
 
                 # 3. naive baseline
                 report |= naive_baseline(embedder, pairs, root / "naive-qdrant")

@@ -235,6 +235,13 @@ class Publisher:
                 )
             )
 
+    def close(self) -> None:
+        """Flush, then release the producer's threads and connections."""
+        try:
+            self.flush()
+        finally:
+            self.producer.close()
+
     def __enter__(self) -> Publisher:
         return self
 
@@ -271,4 +278,7 @@ def assigned_consumer_tuning(fetch_wait_ms: int = 10) -> dict[str, Any]:
         # A snapshot's offset that no longer exists (retention, a recreated topic):
         # start over from the oldest record rather than skip to the newest.
         "auto.offset.reset": "earliest",
+        # Bytewax turns these into a Prometheus lag gauge we do not serve: a JSON
+        # document per partition every second, parsed in Python, for nothing.
+        "statistics.interval.ms": 0,
     }

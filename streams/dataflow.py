@@ -20,12 +20,12 @@ from bytewax.outputs import Sink
 from schemas.dead_letters import DeadLetter
 from streams import steps
 from streams.chunk import TokenCounter
-from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped
+from streams.items import STORE_PARTITION, Delete, Incoming, Indexed, Prepared, Rejected, Skipped
 
 
 def build_flow(
     source: Source[Any],
-    store: Sink[Indexed | Delete | Skipped],
+    store: Sink[tuple[str, Indexed | Delete | Skipped]],
     dead_letters: Sink[DeadLetter],
     *,
     encoder: steps.Encoder,
@@ -54,7 +54,8 @@ def build_flow(
         lambda batch: steps.embed(batch, encoder, embed_batch_size),  # type: ignore[arg-type]  # the branch removed Rejected
     )
     # Indexed | Delete | Skipped
-    op.output("store", ready, store)
+    # Keyed for the store sink's one partition: one ordered writer for every change.
+    op.output("store", op.key_on("to-store", ready, lambda _: STORE_PARTITION), store)
     op.output("dead-letters", op.map("letters", branch.trues, _letter), dead_letters)
     return flow
 

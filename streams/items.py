@@ -10,6 +10,9 @@ from schemas.dead_letters import DeadLetter
 from schemas.documents import RawDocument
 from streams.chunk import Chunk
 
+# The key of every item bound for the store sink: its one partition, one ordered writer.
+STORE_PARTITION = "store"
+
 
 @dataclass(frozen=True)
 class Incoming:

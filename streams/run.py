@@ -31,6 +31,11 @@ from vectorstore.store import VectorStore
 
 log = logging.getLogger(__name__)
 
+# Records taken from a partition at a time. Small enough that the next batch is
+# embedded while the last one is written (the store sink writes in the
+# background), large enough to fill the encoder's batches.
+SOURCE_BATCH = 64
+
 
 @dataclass(frozen=True)
 class Connections:
@@ -68,7 +73,7 @@ class RawDocumentsSource(KafkaSource):
             tail=tail,
             starting_offset=OFFSET_BEGINNING,
             add_config=kafka.assigned_consumer_tuning(fetch_wait_ms),
-            batch_size=500,
+            batch_size=SOURCE_BATCH,
         )
         self.bootstrap_servers = bootstrap_servers
 
@@ -134,7 +139,7 @@ def run(
     )
     client = warehouse.connect(connections.mongodb_uri)
     # One producer for every dead letter, shared by the worker threads (librdkafka's
-    # producer is thread-safe); flushed when the dataflow ends.
+    # producer is thread-safe); closed when the dataflow ends.
     publisher = kafka.Publisher(
         kafka.make_producer(
             connections.bootstrap_servers,
@@ -173,7 +178,7 @@ def run(
                 raise KeyboardInterrupt from None
             raise
     finally:
-        publisher.flush()
+        publisher.close()
         client.close()
         store.close()
 

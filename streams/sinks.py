@@ -8,13 +8,19 @@ version's (so a search never finds the document missing), then the warehouse.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from pymongo.database import Database
 
 from infra import warehouse
@@ -24,7 +30,7 @@ from schemas.documents import RawDocument
 from schemas.ids import chunk_point_id
 from schemas.topics import DEAD_LETTERS
 from streams.chunk import Chunk
-from streams.items import Delete, Indexed, Skipped
+from streams.items import STORE_PARTITION, Delete, Indexed, Skipped
 from vectorstore.store import ChunkPoint, VectorStore
 
 log = logging.getLogger(__name__)
@@ -212,21 +218,82 @@ def _indexed_ids(
     return {chunk_point_id(document_id, indexed.version, n) for n in range(indexed.chunk_count)}
 
 
-class _StorePartition(StatelessSinkPartition[StoreItem]):
+class _BackgroundWrites:
+    """Runs a writer's batches in order on a thread of its own, so the worker can
+    embed the next batch meanwhile; ``drain`` waits for every write and re-raises
+    the first failure."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self._queue: queue.Queue[list[StoreItem] | None] = queue.Queue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="store-writes", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[StoreItem]) -> None:
+        self._raise_failure()
+        self._queue.put(items)
+
+    def drain(self) -> None:
+        self._queue.join()
+        self._raise_failure()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("writing to the stores failed") from self._failure
+
+    def _run(self) -> None:
+        while (items := self._queue.get()) is not None:
+            try:
+                if self._failure is None:  # after a failure, nothing more is written
+                    self.writer.write(items)
+            except BaseException as error:
+                log.exception("writing a batch to the stores failed")
+                self._failure = error
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+
+class _StorePartition(StatefulSinkPartition[StoreItem, None]):
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writes = _BackgroundWrites(writer)
+
+    def write_batch(self, values: list[StoreItem]) -> None:
+        self.writes.submit(values)
+
+    def snapshot(self) -> None:
+        # Bytewax commits an epoch's input offsets and state only after every
+        # snapshot of that epoch returned: its writes must be in the stores by then.
+        self.writes.drain()
+
+    def close(self) -> None:
+        self.writes.stop()
+
+
+class StoreSink(FixedPartitionedSink[StoreItem, None]):
+    """One partition, ``"store"``: every change goes through one ordered writer.
+
+    Items arrive keyed (``(key, item)``); any key routes to the one partition.
+    """
+
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
 
-    def write_batch(self, items: list[StoreItem]) -> None:
-        self.writer.write(items)
+    def list_parts(self) -> list[str]:
+        return [STORE_PARTITION]
 
+    def part_fn(self, item_key: str) -> int:
+        return 0
 
-class StoreSink(DynamicSink[StoreItem]):
-    def __init__(self, writer: StoreWriter) -> None:
-        self.writer = writer
-
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[StoreItem]:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSinkPartition[StoreItem, None]:
         return _StorePartition(self.writer)
 
 

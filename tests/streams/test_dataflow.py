@@ -51,18 +51,19 @@ class Records:
 def run(
     embedder: Embedder, records: Records, limits: Limits | None = None
 ) -> tuple[list[Indexed | Delete | Skipped], list[DeadLetter]]:
-    stored: list[Indexed | Delete | Skipped] = []
+    keyed: list[tuple[str, Indexed | Delete | Skipped]] = []
     letters: list[DeadLetter] = []
     flow = build_flow(
         TestingSource(records.items),
-        TestingSink(stored),
+        TestingSink(keyed),
         TestingSink(letters),
         encoder=embedder,
         counter=EmbedderTokens(embedder),
         limits=limits or Limits(),
     )
     run_main(flow)
-    return stored, letters
+    assert {key for key, _ in keyed} <= {"store"}
+    return [item for _, item in keyed], letters
 
 
 def test_documents_are_chunked_embedded_and_garbage_is_dead_lettered_with_a_reason(
