@@ -83,6 +83,17 @@ def ingest(home: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def start_ingest(home: Path, *, stderr: int) -> subprocess.Popen[bytes]:
+    """A continuous ``llm-twin ingest`` in a process group of its own (to signal it whole)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "llm_twin", "ingest"],
+        env=cli_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+    )
+
+
 def search(home: Path, author: str, query: str, k: int = 5) -> list[dict[str, object]]:
     result = run_cli(home, "search", "--author", author, "--k", str(k), "--json", query)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -219,13 +230,7 @@ def test_a_dataflow_killed_mid_batch_resumes_with_nothing_lost_or_duplicated(
         for n in range(400)
     ]
     publish(home, *documents)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "llm_twin", "ingest"],
-        env=cli_env(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    child = start_ingest(home, stderr=subprocess.DEVNULL)
     client = warehouse.connect(str(_endpoints(home).mongodb_uri))
     try:
         collection = client["llm_twin"][warehouse.CLEANED_DOCUMENTS]
@@ -281,13 +286,7 @@ def test_reindex_rebuilds_an_authors_collection_from_the_warehouse(
 
 def test_until_idle_waits_for_a_running_dataflow_that_owns_the_store(home: Path) -> None:
     slug = author()
-    live = subprocess.Popen(
-        [sys.executable, "-m", "llm_twin", "ingest"],
-        env=cli_env(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    live = start_ingest(home, stderr=subprocess.PIPE)
     client = warehouse.connect(str(_endpoints(home).mongodb_uri))
     try:
         cleaned = client["llm_twin"][warehouse.CLEANED_DOCUMENTS]
