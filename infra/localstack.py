@@ -445,6 +445,6 @@ def endpoints(settings: PlatformSettings) -> Endpoints:
         kafka_bootstrap_servers=bootstrap,
         kafka_embedded=settings.kafka_bootstrap_servers is None,
         mongodb_uri=mongodb_uri,
-        qdrant_location=settings.qdrant_url or str(settings.qdrant_path),
+        qdrant_location=settings.qdrant_location,
         incarnation_id=incarnation_id,
     )

@@ -86,3 +86,8 @@ class PlatformSettings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.home / "qdrant"
+
+    @property
+    def qdrant_location(self) -> str:
+        """The Qdrant server's URL, or the local-mode directory."""
+        return self.qdrant_url or str(self.qdrant_path)

@@ -42,19 +42,25 @@ def connect(uri: str, timeout_ms: int = 5000) -> MongoClient[Document]:
     )
 
 
-def save_raw_document(db: Database[Document], document: RawDocument) -> None:
-    """Upsert by document id: a replay writes the same record again, never a second one."""
+def _raw_record(document: RawDocument) -> Document:
     record = document.model_dump(mode="python")
     record["_id"] = record.pop("document_id")
-    db[RAW_DOCUMENTS].replace_one({"_id": document.document_id}, record, upsert=True)
+    return record
+
+
+def _from_raw_record(record: Document) -> RawDocument:
+    record["document_id"] = record.pop("_id")
+    return RawDocument.model_validate(record)
+
+
+def save_raw_document(db: Database[Document], document: RawDocument) -> None:
+    """Upsert by document id: a replay writes the same record again, never a second one."""
+    db[RAW_DOCUMENTS].replace_one({"_id": document.document_id}, _raw_record(document), upsert=True)
 
 
 def load_raw_document(db: Database[Document], document_id: uuid.UUID) -> RawDocument | None:
     record = db[RAW_DOCUMENTS].find_one({"_id": document_id})
-    if record is None:
-        return None
-    record["document_id"] = record.pop("_id")
-    return RawDocument.model_validate(record)
+    return None if record is None else _from_raw_record(record)
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,8 @@ _CODEC: bson.CodecOptions[Document] = bson.CodecOptions(
 
 def unstorable(document: RawDocument) -> str | None:
     """Why the warehouse could not store this document (None: it can)."""
-    record = document.model_dump(mode="python")
-    record["_id"] = record.pop("document_id")
     try:
-        size = len(bson.encode(record, codec_options=_CODEC))
+        size = len(bson.encode(_raw_record(document), codec_options=_CODEC))
     except (bson.errors.InvalidDocument, OverflowError) as error:
         return f"the warehouse cannot store it: {error}"
     if size > BSON_MAX_BYTES:
@@ -120,9 +124,7 @@ def save_indexed(db: Database[Document], indexed: list[Cleaned], indexed_at: dat
     raw, cleaned = [], []
     for item in indexed:
         document = item.document
-        record = document.model_dump(mode="python")
-        record["_id"] = record.pop("document_id")
-        raw.append(ReplaceOne({"_id": document.document_id}, record, upsert=True))
+        raw.append(ReplaceOne({"_id": document.document_id}, _raw_record(document), upsert=True))
         received = item.received_at
         cleaned_record = {
             "author": document.author.slug,
@@ -188,8 +190,7 @@ def raw_documents_of(
     if ids is not None:
         selection["_id"] = {"$in": list(ids)}
     for record in db[RAW_DOCUMENTS].find(selection).sort("_id", 1):
-        record["document_id"] = record.pop("_id")
-        yield RawDocument.model_validate(record)
+        yield _from_raw_record(record)
 
 
 def changed_since(

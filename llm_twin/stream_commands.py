@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
+def _qdrant_api_key(settings: PlatformSettings) -> str | None:
+    return settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+
+
 def _connections(settings: PlatformSettings, connection: stack.Stack) -> Connections:
     from streams.run import Connections
 
@@ -37,10 +41,8 @@ def _connections(settings: PlatformSettings, connection: stack.Stack) -> Connect
         bootstrap_servers=connection.bootstrap_servers,
         mongodb_uri=connection.mongodb_uri,
         mongodb_database=settings.mongodb_database,
-        qdrant_location=settings.qdrant_url or str(settings.qdrant_path),
-        qdrant_api_key=(
-            settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        ),
+        qdrant_location=settings.qdrant_location,
+        qdrant_api_key=_qdrant_api_key(settings),
         incarnation_id=kafka.cluster_id(connection.bootstrap_servers),
         one_record_per_batch=connection.one_record_per_batch,
     )
@@ -127,10 +129,10 @@ def search_command(
     settings = PlatformSettings()
     ingest = _ingest_settings()
     embedder = Embedder.load(ingest.embedding_model)
-    location = settings.qdrant_url or str(settings.qdrant_path)
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
     try:
-        with VectorStore.open(location, api_key, dimensions=embedder.dimensions) as store:
+        with VectorStore.open(
+            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
+        ) as store:
             hits = store.search(author, embedder.encode_query(query), k)
     except (ValueError, StoreBusy) as error:
         typer.echo(str(error), err=True)
@@ -279,11 +281,11 @@ def reindex_command(
     connection = stack.require(settings)
     ingest = _ingest_settings()
     embedder = Embedder.load(ingest.embedding_model)
-    api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    location = settings.qdrant_url or str(settings.qdrant_path)
     try:
         check_chunk_size(ingest, embedder)
-        store = VectorStore.open(location, api_key, dimensions=embedder.dimensions)
+        store = VectorStore.open(
+            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
+        )
     except (ValueError, StoreBusy) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None

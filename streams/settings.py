@@ -18,10 +18,14 @@ class IngestSettings(BaseSettings):
     )
     # At most 12 MiB: the warehouse keeps raw and cleaned text in BSON records of 16 MiB.
     max_document_bytes: int = Field(
-        default=8 * MiB, gt=0, le=12 * MiB, description="Larger: dead-lettered"
+        default=Limits.max_document_bytes, gt=0, le=12 * MiB, description="Larger: dead-lettered"
     )
-    chunk_tokens: int = Field(default=200, ge=16, le=512, description="Largest chunk, wordpieces")
-    overlap_tokens: int = Field(default=30, ge=0, description="Overlap between prose chunks")
+    chunk_tokens: int = Field(
+        default=Limits.max_chunk_tokens, ge=16, le=512, description="Largest chunk, wordpieces"
+    )
+    overlap_tokens: int = Field(
+        default=Limits.overlap_tokens, ge=0, description="Overlap between prose chunks"
+    )
     # MiniLM on 2 CPU cores: 32 beat 64 and 128 in every run of benchmarks/ingest.py.
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     # The broker answers an idle fetch only when this runs out (Tansu), so it is both

@@ -16,7 +16,7 @@ from schemas import serde
 from schemas.common import AUTHOR_SLUG_PATTERN
 from schemas.documents import RawDocument
 from schemas.topics import RAW_DOCUMENTS
-from streams.chunk import TokenCounter, chunk
+from streams.chunk import MAX_TOKENS, OVERLAP_TOKENS, TokenCounter, chunk
 from streams.clean import clean
 from streams.items import Delete, Incoming, Indexed, Prepared, Rejected, Skipped, Upsert
 
@@ -35,8 +35,8 @@ class Encoder(Protocol):
 class Limits:
     # DESIGN.md: a document's content is capped (default 8 MiB).
     max_document_bytes: int = 8 * 1024 * 1024
-    max_chunk_tokens: int = 200
-    overlap_tokens: int = 30
+    max_chunk_tokens: int = MAX_TOKENS
+    overlap_tokens: int = OVERLAP_TOKENS
 
 
 def decode(incoming: Incoming, limits: Limits) -> Upsert | Delete | Rejected:
