@@ -14,8 +14,9 @@ from typing import Any
 import bson
 import bson.errors
 from bson.binary import UuidRepresentation
-from pymongo import MongoClient, ReplaceOne
+from pymongo import MongoClient, ReplaceOne, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from schemas.documents import RawDocument
 
@@ -26,6 +27,9 @@ CLEANED_DOCUMENTS = "cleaned_documents"
 DELETIONS = "deletions"
 # The feature pipeline's processed offsets: {_id: "topic:partition", offset, incarnation_id}.
 STREAM_PROGRESS = "stream_progress"
+# One record per generation request a worker started: its attempt count, and whether
+# an answer (done or error) went out, so a redelivered request is answered once.
+GENERATION_ATTEMPTS = "generation_attempts"
 
 Document = dict[str, Any]
 
@@ -210,3 +214,44 @@ def refresh_cleaned_text(
         {"_id": document.document_id, "version": document.version},
         {"$set": {"text": text, "chunk_count": chunk_count}},
     )
+
+
+def begin_attempt(
+    db: Database[Document], request_id: uuid.UUID, started_at: datetime
+) -> int | None:
+    """The attempt number for answering ``request_id`` now (1, 2, ...); None if already answered.
+
+    A request redelivered after its worker died gets the next number: its new
+    tokens start at seq 0 under that attempt, and clients drop the old ones.
+    """
+    record = db[GENERATION_ATTEMPTS].find_one_and_update(
+        {"_id": request_id, "answered": {"$ne": True}},
+        {"$inc": {"attempt": 1}, "$set": {"started_at": started_at}},
+        upsert=False,
+        return_document=ReturnDocument.AFTER,
+    )
+    if record is None:
+        if db[GENERATION_ATTEMPTS].find_one({"_id": request_id, "answered": True}) is not None:
+            return None
+        try:
+            db[GENERATION_ATTEMPTS].insert_one(
+                {"_id": request_id, "attempt": 1, "answered": False, "started_at": started_at}
+            )
+        except DuplicateKeyError:  # another worker began it in between
+            return begin_attempt(db, request_id, started_at)
+        return 1
+    return int(record["attempt"])
+
+
+def finish_attempt(db: Database[Document], request_id: uuid.UUID, answered_at: datetime) -> None:
+    db[GENERATION_ATTEMPTS].update_one(
+        {"_id": request_id}, {"$set": {"answered": True, "answered_at": answered_at}}
+    )
+
+
+def display_name(db: Database[Document], author: str) -> str | None:
+    """The name ``author`` writes under, from their newest raw document; None if unknown."""
+    record = db[RAW_DOCUMENTS].find_one(
+        {"author.slug": author}, {"author.display_name": 1}, sort=[("crawled_at", -1)]
+    )
+    return None if record is None else str(record["author"]["display_name"])

@@ -7,7 +7,13 @@ import os
 
 import typer
 
-from llm_twin import infra_commands, producer_commands, schema_commands, stream_commands
+from llm_twin import (
+    infra_commands,
+    producer_commands,
+    schema_commands,
+    serve_commands,
+    stream_commands,
+)
 
 app = typer.Typer(
     name="llm-twin",
@@ -26,6 +32,9 @@ app.command("search")(stream_commands.search_command)
 app.command("status")(stream_commands.status_command)
 app.command("dead-letters")(stream_commands.dead_letters_command)
 app.command("reindex")(stream_commands.reindex_command)
+app.command("generate")(serve_commands.generate_command)
+app.command("serve")(serve_commands.serve_command)
+app.command("up")(serve_commands.up_command)
 
 
 def main() -> None:

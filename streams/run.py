@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bytewax._bytewax import cli_main, init_db_dir
 from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.inputs import StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig
 
 from infra import kafka, warehouse
@@ -65,7 +69,14 @@ class RawDocumentsSource(KafkaSource):
     partitions with a plain admin client instead (same ``"<partition>-<topic>"`` names).
     """
 
-    def __init__(self, bootstrap_servers: str, *, tail: bool, fetch_wait_ms: int) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        tail: bool,
+        fetch_wait_ms: int,
+        stop: threading.Event | None = None,
+    ) -> None:
         super().__init__(
             brokers=[bootstrap_servers],
             topics=[RAW_DOCUMENTS.name],
@@ -78,6 +89,13 @@ class RawDocumentsSource(KafkaSource):
             batch_size=SOURCE_BATCH,
         )
         self.bootstrap_servers = bootstrap_servers
+        self.stop = stop
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
+        part: StatefulSourcePartition[Any, int] = super().build_part(  # type: ignore[assignment]
+            step_id, for_part, resume_state
+        )
+        return part if self.stop is None else _Stoppable(part, self.stop)
 
     def list_parts(self) -> list[str]:
         metadata = kafka.make_admin(self.bootstrap_servers).list_topics(RAW_DOCUMENTS.name, 10)
@@ -85,6 +103,33 @@ class RawDocumentsSource(KafkaSource):
         if topic.error is not None:
             raise RuntimeError(f"cannot list {topic.topic}'s partitions: {topic.error.str()}")
         return [f"{p}-{RAW_DOCUMENTS.name}" for p in sorted(topic.partitions)]
+
+
+class _Stoppable(StatefulSourcePartition[Any, int]):
+    """A partition that ends, as at the end of its data, once ``stop`` is set.
+
+    How a dataflow sharing its process (``serve``, ``up``) is stopped from
+    another thread: every partition ends, Bytewax takes its last snapshot, and
+    ``run`` returns.
+    """
+
+    def __init__(self, inner: StatefulSourcePartition[Any, int], stop: threading.Event) -> None:
+        self._inner = inner
+        self._stop = stop
+
+    def next_batch(self) -> Iterable[Any]:
+        if self._stop.is_set():
+            raise StopIteration
+        return self._inner.next_batch()
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> int:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 def to_incoming(message: KafkaSourceMessage[bytes | None, bytes | None]) -> Incoming:
@@ -132,11 +177,19 @@ def run(
     home: Path,
     until_idle: bool,
     embedder: Embedder | None = None,
+    store: VectorStore | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Run the dataflow; with ``until_idle``, return once every partition is caught up."""
+    """Run the dataflow; with ``until_idle``, return once every partition is caught up.
+
+    ``store``: a vector store this process already holds (``serve`` shares its
+    own, as Qdrant local mode admits one client); it is left open. ``stop``:
+    set from another thread to end the dataflow after a last snapshot.
+    """
     embedder = embedder or Embedder.load(settings.embedding_model)
     check_chunk_size(settings, embedder)
-    store = VectorStore.open(
+    owned = store is None
+    store = store or VectorStore.open(
         connections.qdrant_location, connections.qdrant_api_key, dimensions=embedder.dimensions
     )
     client = warehouse.connect(connections.mongodb_uri)
@@ -152,7 +205,10 @@ def run(
     try:
         # tail=False: the source ends at each partition's end (``--until-idle``).
         source = RawDocumentsSource(
-            connections.bootstrap_servers, tail=not until_idle, fetch_wait_ms=settings.fetch_wait_ms
+            connections.bootstrap_servers,
+            tail=not until_idle,
+            fetch_wait_ms=settings.fetch_wait_ms,
+            stop=stop,
         )
         db = client[connections.mongodb_database]
         progress = Progress(db, connections.incarnation_id)
@@ -182,7 +238,8 @@ def run(
     finally:
         publisher.close()
         client.close()
-        store.close()
+        if owned:
+            store.close()
 
 
 def _interrupted(error: BaseException | None) -> bool:

@@ -1,0 +1,225 @@
+"""In-process generation with transformers: the embedded default's backend.
+
+``generate`` runs in a worker thread and hands each new token id to the event
+loop; the loop side detokenizes incrementally (the prefix/read-offset method
+TGI and vLLM use, so multi-token characters and word pieces come out whole).
+Cancelling the consuming task sets a stop flag the next generation step reads,
+so a cancelled or abandoned request frees the model within one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from llm.backend import ChatMessage, Event, Finish, Piece, Sampling
+from llm.errors import BackendFailed, BackendUnavailable
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# A generation on 2 busy cores runs ~11 tokens/s (DESIGN.md); two at once keep
+# both cores busy without each request's first token waiting behind a queue of
+# whole answers.
+DEFAULT_CONCURRENCY = 2
+
+
+class _Done:
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class Detokenizer:
+    """Token ids in, text out as soon as it is final (no half characters)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def add(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        decode = self._tokenizer.decode
+        before = str(decode(self._ids[self._prefix : self._read], skip_special_tokens=True))
+        after = str(decode(self._ids[self._prefix :], skip_special_tokens=True))
+        # U+FFFD at the end: a byte-level token that is only part of a character.
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self._ids)
+            return after[len(before) :]
+        return ""
+
+
+class LocalBackend:
+    """A causal LM loaded in this process; its tokenizer's chat template builds the prompt."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stop_ids = _stop_token_ids(model, tokenizer)
+
+    @classmethod
+    def load(cls, path: Path | str, *, concurrency: int = DEFAULT_CONCURRENCY) -> LocalBackend:
+        """A model directory (``save_pretrained`` layout) or a Hugging Face model id."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        local = Path(path).is_dir()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local)
+            model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=local)
+        except OSError as error:
+            raise BackendUnavailable(f"cannot load the model {path}: {error}") from error
+        model.eval()  # type: ignore[no-untyped-call]
+        return cls(model, tokenizer, concurrency=concurrency)
+
+    async def ready(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt as the model was trained to read it: its chat template when it has one."""
+        if getattr(self._tokenizer, "chat_template", None):
+            ids = self._tokenizer.apply_chat_template(
+                [{"role": m["role"], "content": m["content"]} for m in messages],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+            )
+            return [int(i) for i in cast(list[int], ids)]
+        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
+        return [int(i) for i in self._tokenizer(text + "Assistant:")["input_ids"]]
+
+    async def stream(
+        self, messages: list[ChatMessage], sampling: Sampling, *, adapter: str | None = None
+    ) -> AsyncIterator[Event]:
+        if adapter is not None:
+            raise BackendFailed(f"adapter {adapter!r} is not loaded in the local backend")
+        prompt = self.prompt_ids(messages)
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[int | _Done] = asyncio.Queue()
+            stop = threading.Event()
+            worker = threading.Thread(
+                target=self._generate,
+                args=(prompt, sampling, stop, loop, queue),
+                name="llm-twin-generate",
+                daemon=True,
+            )
+            worker.start()
+            detokenizer = Detokenizer(self._tokenizer)
+            generated = 0
+            reason = "length"
+            try:
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, _Done):
+                        if item.error is not None:
+                            raise BackendFailed(f"generation failed: {item.error}") from item.error
+                        break
+                    generated += 1
+                    if item in self._stop_ids:
+                        reason = "stop"
+                        continue
+                    text = detokenizer.add(item)
+                    if text:
+                        yield Piece(text)
+            finally:
+                # Cancelled, abandoned or finished: the thread stops at its next step.
+                stop.set()
+            yield Finish(len(prompt), generated, reason)
+
+    def _generate(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        stop: threading.Event,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[int | _Done],
+    ) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Stopped(StoppingCriteria):
+            def __call__(
+                self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+            ) -> torch.BoolTensor:
+                flags: torch.BoolTensor = torch.full(  # type: ignore[assignment]
+                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool
+                )
+                return flags
+
+        streamer = _TokenIds(loop, queue)
+        error: BaseException | None = None
+        try:
+            options: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens}
+            if sampling.temperature > 0:
+                options |= {
+                    "do_sample": True,
+                    "temperature": sampling.temperature,
+                    "top_p": sampling.top_p,
+                }
+            else:
+                options |= {"do_sample": False}
+            with torch.inference_mode():
+                self._model.generate(  # type: ignore[operator]
+                    input_ids=torch.tensor([prompt]),
+                    attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([Stopped()]),
+                    pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+                    **options,
+                )
+        except Exception as failure:  # noqa: BLE001  # handed to the waiting request, raised there
+            error = failure
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(queue.put_nowait, _Done(error))
+
+
+class _TokenIds:
+    """A transformers streamer that forwards new token ids to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[int | _Done]) -> None:
+        self._loop = loop
+        self._queue = queue
+        self._skip_prompt = True
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._skip_prompt:  # generate's first put is the prompt itself
+            self._skip_prompt = False
+            return
+        for token_id in value.reshape(-1).tolist():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, int(token_id))
+
+    def end(self) -> None:
+        return None
+
+
+def _stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(int(v) for v in value)
+    return ids

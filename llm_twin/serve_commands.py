@@ -1,0 +1,520 @@
+"""``llm-twin serve``, ``generate`` and ``up``: the twin speaking, and everything in one command.
+
+In the embedded default, ``serve`` owns the Qdrant directory (local mode admits
+one process), so it also runs the ingestion dataflow, in a thread sharing its
+store; it records itself in ``LLM_TWIN_HOME/serve.json`` so that ``generate``
+and ``search`` go through it instead of opening the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import psutil
+import typer
+from pydantic import ValidationError
+
+from infra import localstack, warehouse
+from infra.settings import PlatformSettings
+from llm_twin import stack
+
+if TYPE_CHECKING:
+    from serving.keys import ApiKeys
+    from serving.server import Parts
+    from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+SERVE_RECORD = "serve.json"
+DEMO_AUTHOR = "docs"
+# A new member of the consumer group gets its partitions in ~3 s on Tansu (DESIGN.md).
+CONSUMER_JOIN_TIMEOUT_S = 60.0
+DEMO_PROMPT = "Write a short post on how the twin keeps each author's writing to itself."
+
+
+# -- the record of a live `serve` ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    pid: int
+
+
+def live_server(home: Path) -> LiveServer | None:
+    """The `serve`/`up` running on this home, if its recorded process still runs."""
+    path = home / SERVE_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        process = psutil.Process(int(record["pid"]))
+        if abs(process.create_time() - float(record["create_time"])) > 0.01:
+            return None
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    return LiveServer(url=str(record["url"]), pid=int(record["pid"]))
+
+
+@contextmanager
+def _recorded(home: Path) -> Iterator[Callable[[str], None]]:
+    path = home / SERVE_RECORD
+
+    def record(url: str) -> None:
+        me = psutil.Process()
+        path.write_text(
+            json.dumps({"pid": me.pid, "create_time": me.create_time(), "url": url}),
+            encoding="utf-8",
+        )
+
+    try:
+        yield record
+    finally:
+        live = live_server(home)
+        if live is not None and live.pid == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def _serving_settings() -> ServingSettings:
+    from serving.settings import ServingSettings
+
+    try:
+        return ServingSettings()
+    except ValidationError as error:
+        typer.echo(f"bad serving settings: {error.errors()[0]['msg']}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _keys(settings: ServingSettings, home: Path, host: str) -> tuple[ApiKeys, str | None]:
+    """The configured keys; unset, the local key (loopback only). The local key is returned."""
+    from serving.keys import ApiKeys, KeysError
+
+    if settings.api_keys is not None:
+        try:
+            return ApiKeys.parse(settings.api_keys.get_secret_value()), None
+        except KeysError as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
+    if not _loopback(host):
+        typer.echo(
+            f"refusing to serve on {host} with the local key: set LLM_TWIN_API_KEYS "
+            "(DESIGN.md: without it, serve binds to loopback only)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    keys, key = ApiKeys.local(home)
+    return keys, key
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- the process: store, embedder, backend, optional ingestion, then the API --------------------
+
+
+def _run_service(
+    settings: PlatformSettings,
+    connection: stack.Stack,
+    serving: ServingSettings,
+    keys: ApiKeys,
+    *,
+    host: str,
+    port: int,
+    ingest: bool,
+    on_ready: Callable[[str, Parts], None],
+) -> None:
+    from llm.errors import BackendError
+    from llm.models import ModelNotFound
+    from llm.select import open_backend
+    from llm.settings import LLMSettings
+    from llm_twin.stream_commands import _connections, _qdrant_api_key
+    from serving.server import Parts, serve
+    from streams.run import run as run_dataflow
+    from streams.settings import IngestSettings
+    from vectorstore.embedder import Embedder
+    from vectorstore.store import StoreBusy, VectorStore
+
+    ingest_settings = IngestSettings()
+    embedder = Embedder.load(ingest_settings.embedding_model)
+    try:
+        store = VectorStore.open(
+            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
+        )
+    except StoreBusy:
+        typer.echo(
+            "another process (an `ingest`) holds the vector store: stop it first; "
+            "serve runs the ingestion dataflow itself",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    client = warehouse.connect(connection.mongodb_uri)
+    stop = threading.Event()
+    dataflow: threading.Thread | None = None
+    try:
+        typer.echo("loading the model…", err=True)
+        try:
+            backend = open_backend(LLMSettings(), settings.home)
+        except (BackendError, ModelNotFound, ValidationError) as error:
+            typer.echo(f"cannot load the model: {error}", err=True)
+            raise typer.Exit(1) from None
+        if ingest:
+            connections = _connections(settings, connection)
+
+            def ingestion() -> None:
+                try:
+                    run_dataflow(
+                        connections,
+                        ingest_settings,
+                        home=settings.home,
+                        until_idle=False,
+                        embedder=embedder,
+                        store=store,
+                        stop=stop,
+                    )
+                except Exception:  # reported; the API keeps answering from what is indexed
+                    log.exception("the ingestion dataflow stopped")
+
+            dataflow = threading.Thread(target=ingestion, name="llm-twin-ingest", daemon=True)
+            dataflow.start()
+        parts = Parts(
+            bootstrap_servers=connection.bootstrap_servers,
+            one_record_per_batch=connection.one_record_per_batch,
+            db=client[settings.mongodb_database],
+            store=store,
+            embedder=embedder,
+            backend=backend,
+            home=settings.home,
+            settings=serving,
+        )
+        # `docker compose stop` and service managers send SIGTERM: stop as for Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with _recorded(settings.home) as record:
+
+            def ready(url: str) -> None:
+                record(url)
+                on_ready(url, parts)
+
+            with suppress(KeyboardInterrupt):
+                asyncio.run(serve(parts, keys, host=host, port=port, on_ready=ready))
+    finally:
+        stop.set()
+        if dataflow is not None:
+            dataflow.join(timeout=60)
+        client.close()
+        store.close()
+
+
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind.")] = 8000,
+    ingest: Annotated[
+        bool | None,
+        typer.Option(
+            "--ingest/--no-ingest",
+            help="Run the ingestion dataflow in this process (default: with Qdrant local mode).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the twins: the retrieval consumer and the HTTP API (plus ingestion, embedded)."""
+    settings = PlatformSettings()
+    connection = stack.require(settings)
+    serving = _serving_settings()
+    keys, local_key = _keys(serving, settings.home, host)
+    _refuse_second_server(settings.home)
+
+    def ready(url: str, parts: Parts) -> None:
+        typer.echo(f"serving on {url}", err=True)
+        if local_key:
+            typer.echo(f"local API key: {local_key}", err=True)
+
+    _run_service(
+        settings,
+        connection,
+        serving,
+        keys,
+        host=host,
+        port=port,
+        ingest=settings.qdrant_url is None if ingest is None else ingest,
+        on_ready=ready,
+    )
+    typer.echo("stopped", err=True)
+
+
+def _refuse_second_server(home: Path) -> None:
+    live = live_server(home)
+    if live is not None:
+        typer.echo(f"already serving at {live.url} (pid {live.pid})", err=True)
+        raise typer.Exit(1)
+
+
+# -- generate -----------------------------------------------------------------------------------
+
+
+def generate_command(
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The idea to draft.")],
+    author: Annotated[str, typer.Option("--author", help="The twin's author slug.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the event lines.")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=2048)] = 256,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.01, max=1.0)] = 0.95,
+) -> None:
+    """Draft a text in the author's voice, streamed through Kafka to the terminal.
+
+    Against a running `serve`/`up` on this home; with none, a retrieval consumer
+    runs in this process for the duration of the command.
+    """
+    from schemas.generation import DoneEvent, ErrorEvent, TokenEvent
+
+    settings = PlatformSettings()
+    connection = stack.require(settings)
+    serving = _serving_settings()
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        from serving.replies import open_channel
+
+        async with _consumer_unless_served(settings, connection, serving):
+            channel, claim = open_channel(
+                connection.bootstrap_servers,
+                settings.home,
+                one_record_per_batch=connection.one_record_per_batch,
+                partition=serving.reply_partition,
+            )
+            try:
+                try:
+                    request = channel.new_request(
+                        author,
+                        prompt,
+                        max_new_tokens=max_new_tokens,
+                        temperature=temperature,
+                        top_p=top_p,
+                        timeout_s=serving.request_timeout_s,
+                    )
+                except ValidationError as error:
+                    outcome["invalid"] = error.errors()[0]["msg"]
+                    return
+                attempt = 1
+                async for event in channel.stream(request):
+                    if as_json:
+                        typer.echo(event.model_dump_json())
+                    elif isinstance(event, TokenEvent):
+                        if event.attempt != attempt:
+                            attempt = event.attempt
+                            typer.echo("\n[the worker was lost; starting again]", err=True)
+                        sys.stdout.write(event.text)
+                        sys.stdout.flush()
+                    outcome["final"] = event
+            finally:
+                channel.close()
+                if claim is not None:
+                    claim.release()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if "invalid" in outcome:
+        typer.echo(f"invalid request: {outcome['invalid']}", err=True)
+        raise typer.Exit(1)
+    final = outcome.get("final")
+    if isinstance(final, DoneEvent):
+        if not as_json:
+            typer.echo("")
+            for source in final.sources:
+                typer.echo(f"  source: {source.title} {source.source_url or ''}", err=True)
+        return
+    if isinstance(final, ErrorEvent) and not as_json:
+        typer.echo(f"\nerror ({final.code.value}): {final.message}", err=True)
+    raise typer.Exit(1)
+
+
+@asynccontextmanager
+async def _consumer_unless_served(
+    settings: PlatformSettings, connection: stack.Stack, serving: ServingSettings
+) -> AsyncIterator[None]:
+    """Nothing when a `serve` runs on this home; else a retrieval consumer in this process."""
+    if live_server(settings.home) is not None:
+        yield
+        return
+    from llm.errors import BackendError
+    from llm.models import ModelNotFound
+    from llm.select import open_backend
+    from llm.settings import LLMSettings
+    from llm_twin.stream_commands import _qdrant_api_key
+    from serving.consumer import RetrievalConsumer
+    from serving.server import Parts, build_answerer
+    from streams.settings import IngestSettings
+    from vectorstore.embedder import Embedder
+    from vectorstore.store import StoreBusy, VectorStore
+
+    embedder = Embedder.load(IngestSettings().embedding_model)
+    try:
+        store = VectorStore.open(
+            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
+        )
+    except StoreBusy:
+        typer.echo(
+            "a running `ingest` holds the vector store: start `llm-twin serve` instead "
+            "(it ingests too), then generate through it",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    client = warehouse.connect(connection.mongodb_uri)
+    try:
+        try:
+            backend = open_backend(LLMSettings(), settings.home)
+        except (BackendError, ModelNotFound, ValidationError) as error:
+            typer.echo(f"cannot load the model: {error}", err=True)
+            raise typer.Exit(1) from None
+        parts = Parts(
+            bootstrap_servers=connection.bootstrap_servers,
+            one_record_per_batch=connection.one_record_per_batch,
+            db=client[settings.mongodb_database],
+            store=store,
+            embedder=embedder,
+            backend=backend,
+            home=settings.home,
+            settings=serving,
+        )
+        answerer, _ = build_answerer(parts)
+        consumer = RetrievalConsumer(
+            connection.bootstrap_servers, answerer, parts.db, datadir=settings.home / "serving"
+        )
+        await consumer.start()
+        try:
+            await asyncio.wait_for(consumer.joined.wait(), CONSUMER_JOIN_TIMEOUT_S)
+            yield
+        finally:
+            await consumer.stop()
+            await backend.aclose()
+    finally:
+        client.close()
+        store.close()
+
+
+# -- up -----------------------------------------------------------------------------------------
+
+
+def up_command(
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[SOURCE]...", help="URLs to crawl and paths to import."),
+    ] = None,
+    author: Annotated[
+        str, typer.Option("--author", help="Whose sources they are (default: docs).")
+    ] = DEMO_AUTHOR,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind.")] = 8000,
+) -> None:
+    """Everything on this machine: stack, ingestion, the twin's consumer and API, until Ctrl-C.
+
+    With no sources, the project's own docs/ become the twin of author `docs`.
+    """
+    from llm_twin.producer_commands import crawl_command, import_command
+
+    settings = PlatformSettings()
+    serving = _serving_settings()
+    keys, local_key = _keys(serving, settings.home, host)
+    _refuse_second_server(settings.home)
+    started_stack = localstack.load_state(settings) is None or not _stack_answers(settings)
+    if started_stack:
+        typer.echo("starting the broker and warehouse…", err=True)
+        localstack.up(settings)
+    try:
+        connection = stack.require(settings)
+        chosen = sources or [str(_project_docs())]
+        for source in chosen:
+            try:
+                if _is_url(source):
+                    crawl_command([source], author)
+                else:
+                    import_command([Path(source)], author)
+            except typer.Exit as failed:
+                if failed.exit_code not in (0, None):
+                    typer.echo(f"{source}: some items failed (above); going on", err=True)
+
+        def ready(url: str, parts: Parts) -> None:
+            threading.Thread(
+                target=_announce_when_indexed,
+                args=(url, parts, settings, connection, author, local_key),
+                daemon=True,
+            ).start()
+
+        _run_service(
+            settings,
+            connection,
+            serving,
+            keys,
+            host=host,
+            port=port,
+            ingest=settings.qdrant_url is None,
+            on_ready=ready,
+        )
+    finally:
+        if started_stack:
+            typer.echo("stopping the broker and warehouse…", err=True)
+            localstack.down(settings)
+    typer.echo("stopped", err=True)
+
+
+def _announce_when_indexed(
+    url: str,
+    parts: Parts,
+    settings: PlatformSettings,
+    connection: stack.Stack,
+    author: str,
+    local_key: str | None,
+) -> None:
+    from infra import kafka
+    from streams import lag
+
+    typer.echo(f"API on {url}; indexing {author}'s documents…", err=True)
+    incarnation = kafka.cluster_id(connection.bootstrap_servers)
+    lag.wait_until_caught_up(
+        connection.bootstrap_servers, parts.db, incarnation, still_running=lambda: True
+    )
+    key = local_key or "$LLM_TWIN_API_KEY"
+    body = json.dumps({"prompt": DEMO_PROMPT, "max_new_tokens": 160})
+    typer.echo(
+        f"\nThe twin of {author} is ready at {url}. Stream a draft with:\n\n"
+        f"  curl -N -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+        f"    -d {shlex.quote(body)} {url}/v1/twins/{author}/generate\n\n"
+        "Ctrl-C stops everything."
+    )
+
+
+def _stack_answers(settings: PlatformSettings) -> bool:
+    endpoints = localstack.endpoints(settings)
+    return endpoints.kafka_bootstrap_servers is not None and endpoints.mongodb_uri is not None
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://", "git@", "ssh://"))
+
+
+def _project_docs() -> Path:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    if not docs.is_dir():
+        typer.echo("no docs/ folder beside this installation: name sources to ingest", err=True)
+        raise typer.Exit(2)
+    return docs

@@ -1,0 +1,193 @@
+"""The retrieval consumer: a Faust agent on ``twin.generation.requests``.
+
+Each request is answered in a task of its own, so one worker handles many at
+once; a ``Cancel`` (same key, so the same partition and worker) cancels that
+task. The request's offset is acknowledged only once its answer has gone out:
+if the worker dies mid-request, the group gives the partition to another
+worker, which answers the request again as a new ``attempt`` (the warehouse
+counts attempts, and remembers answered requests so a redelivery after the
+answer is not answered twice). Reply events go to the partition the request
+names in ``reply_to``, in order, from one producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo.database import Database
+
+from infra import warehouse
+from schemas.dead_letters import DeadLetter
+from schemas.generation import (
+    Cancel,
+    ErrorCode,
+    ErrorEvent,
+    GenerationRequest,
+    ReplyEvent,
+)
+from schemas.serde import DecodeError, decode, encode
+from schemas.topics import DEAD_LETTERS, GENERATION_REQUESTS, GENERATION_TOKENS
+from serving.answer import Answerer
+from serving.faust_kafka import LowLatencyApp
+
+log = logging.getLogger(__name__)
+
+APP_ID = "llm-twin-serving"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RetrievalConsumer:
+    """Owns the Faust app; ``start()``/``stop()`` run it inside the caller's event loop."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        answerer: Answerer,
+        db: Database[warehouse.Document],
+        *,
+        datadir: Path,
+        app_id: str = APP_ID,
+    ) -> None:
+        self._answerer = answerer
+        self._db = db
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._cancelled: set[uuid.UUID] = set()
+        self.joined = asyncio.Event()
+        self.app = LowLatencyApp(
+            app_id,
+            broker=f"kafka://{bootstrap_servers}",
+            datadir=str(datadir),
+            # Faust binds a web port even with its web server off (DESIGN.md): a free
+            # one, so several workers fit on one machine.
+            web_enabled=False,
+            web_port=free_port(),
+            # The topics are ours (infra up, docker compose): Faust declares none.
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            # DESIGN.md: 6 s / 1 s gets a new member its partitions in ~3 s on Tansu.
+            broker_session_timeout=6,
+            broker_heartbeat_interval=1,
+            # A group's first start reads requests already waiting; stale ones are
+            # answered at once with deadline_exceeded.
+            consumer_auto_offset_reset="earliest",
+            producer_linger=0.0,
+            broker_commit_interval=0.5,
+        )
+        self._requests = self.app.topic(
+            GENERATION_REQUESTS.name, key_type=bytes, value_type=bytes, value_serializer="raw"
+        )
+        self._tokens = self.app.topic(
+            GENERATION_TOKENS.name, key_type=bytes, value_type=bytes, value_serializer="raw"
+        )
+        self._dead_letters = self.app.topic(
+            DEAD_LETTERS.name, key_type=bytes, value_type=bytes, value_serializer="raw"
+        )
+        self.app.agent(self._requests, name="answer-requests")(self._consume)
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        await self.app.start()
+
+    async def stop(self) -> None:
+        # Unanswered requests stay unacknowledged: another worker, or this one
+        # restarted, answers them as a new attempt.
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.app.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def _on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.joined.set()
+
+    async def _consume(self, stream: Any) -> None:
+        async for event in stream.noack().events():
+            message = event.message
+            try:
+                request = decode(GENERATION_REQUESTS, message.value)
+            except DecodeError as error:
+                await self._dead_letter(message, str(error))
+                await stream.ack(event)
+                continue
+            if isinstance(request, Cancel):
+                self._cancel(request.request_id)
+                await stream.ack(event)
+                continue
+            if request.request_id in self._tasks:  # a duplicate delivery of one in flight
+                await stream.ack(event)
+                continue
+            task = asyncio.create_task(self._serve(request, stream, event))
+            self._tasks[request.request_id] = task
+
+    async def _serve(self, request: GenerationRequest, stream: Any, event: Any) -> None:
+        finished = False
+        try:
+            attempt = await asyncio.to_thread(
+                warehouse.begin_attempt, self._db, request.request_id, datetime.now(UTC)
+            )
+            if attempt is None:  # answered before a redelivery
+                finished = True
+                return
+
+            async def emit(reply: ReplyEvent) -> None:
+                await self._tokens.send(
+                    key=str(request.request_id).encode(),
+                    value=encode(reply),
+                    partition=request.reply_to.partition,
+                )
+
+            try:
+                await self._answerer.answer(request, attempt, emit)
+            except asyncio.CancelledError:
+                if request.request_id not in self._cancelled:
+                    raise  # shutting down: left for the next attempt
+                await emit(
+                    ErrorEvent(
+                        request_id=request.request_id,
+                        attempt=attempt,
+                        code=ErrorCode.CANCELLED,
+                        message="cancelled by the client",
+                    )
+                )
+            await asyncio.to_thread(
+                warehouse.finish_attempt, self._db, request.request_id, datetime.now(UTC)
+            )
+            finished = True
+        finally:
+            self._tasks.pop(request.request_id, None)
+            self._cancelled.discard(request.request_id)
+            if finished:
+                await stream.ack(event)
+
+    def _cancel(self, request_id: uuid.UUID) -> None:
+        task = self._tasks.get(request_id)
+        if task is not None and not task.done():
+            self._cancelled.add(request_id)
+            task.cancel()
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        letter = DeadLetter.for_message(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            stage="decode",
+            reason=reason,
+        )
+        log.warning("rejected a message at %s/%s: %s", message.partition, message.offset, reason)
+        await self._dead_letters.send(key=message.key, value=encode(letter))

@@ -1,0 +1,88 @@
+"""API keys: which bearer token may use which twins.
+
+``LLM_TWIN_API_KEYS`` maps each key to the author slugs it may use (``"*"``:
+all). Unset, the API serves loopback only with one local key, made on first
+use and kept in ``LLM_TWIN_HOME/api-key`` (mode 0600). Keys are compared in
+constant time and never logged: a :class:`Caller` carries only a fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ALL_AUTHORS = "*"
+LOCAL_KEY_FILE = "api-key"
+
+
+class KeysError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Caller:
+    fingerprint: str  # the key's sha256, cut: enough to tell callers apart in metrics
+    authors: frozenset[str]
+
+    def may_use(self, author: str) -> bool:
+        return ALL_AUTHORS in self.authors or author in self.authors
+
+
+class ApiKeys:
+    def __init__(self, grants: dict[str, frozenset[str]]) -> None:
+        if not grants:
+            raise KeysError("no API keys configured")
+        self._grants = grants
+
+    @classmethod
+    def parse(cls, text: str) -> ApiKeys:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise KeysError(f"LLM_TWIN_API_KEYS is not JSON: {error.msg}") from None
+        if not isinstance(raw, dict):
+            raise KeysError("LLM_TWIN_API_KEYS must be a JSON object: key -> [author slugs]")
+        grants: dict[str, frozenset[str]] = {}
+        for number, (key, authors) in enumerate(raw.items(), 1):
+            if not isinstance(key, str) or len(key) < 16:
+                raise KeysError(f"API key #{number} is shorter than 16 characters")
+            if not isinstance(authors, list) or not all(isinstance(a, str) for a in authors):
+                raise KeysError(f"API key #{number} must map to a list of author slugs")
+            grants[key] = frozenset(authors)
+        return cls(grants)
+
+    @classmethod
+    def local(cls, home: Path) -> tuple[ApiKeys, str]:
+        key = local_key(home)
+        return cls({key: frozenset({ALL_AUTHORS})}), key
+
+    def caller(self, key: str | None) -> Caller | None:
+        """The caller ``key`` identifies; None for a missing or unknown key."""
+        if not key:
+            return None
+        for known, authors in self._grants.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                return Caller(hashlib.sha256(key.encode()).hexdigest()[:12], authors)
+        return None
+
+
+def local_key(home: Path) -> str:
+    """The local key under ``home``, made (0600) when there is none yet."""
+    path = home / LOCAL_KEY_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    home.mkdir(parents=True, exist_ok=True)
+    key = f"twin-{secrets.token_urlsafe(32)}"
+    # O_EXCL: two processes starting together keep the first one's key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key
