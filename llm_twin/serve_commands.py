@@ -67,6 +67,39 @@ def live_server(home: Path) -> LiveServer | None:
     return LiveServer(url=str(record["url"]), pid=int(record["pid"]))
 
 
+def cli_key(home: Path) -> str | None:
+    """The key this CLI sends to a running API: LLM_TWIN_API_KEY, else the local key."""
+    configured = os.environ.get("LLM_TWIN_API_KEY")
+    if configured:
+        return configured
+    path = home / "api-key"
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
+def search_through(live: LiveServer, author: str, query: str, k: int) -> list[dict[str, Any]]:
+    """``search`` answered by the running API (it holds the store)."""
+    import httpx
+
+    key = cli_key(PlatformSettings().home)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(
+            f"{live.url}/v1/twins/{author}/search",
+            params={"q": query, "k": k},
+            headers=headers,
+            timeout=60,
+        )
+    except httpx.HTTPError as error:
+        typer.echo(f"the running serve at {live.url} did not answer: {error}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        detail = response.json().get("detail") if response.content else response.reason_phrase
+        typer.echo(f"search through {live.url} failed ({response.status_code}): {detail}", err=True)
+        raise typer.Exit(1)
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
 @contextmanager
 def _recorded(home: Path) -> Iterator[Callable[[str], None]]:
     path = home / SERVE_RECORD

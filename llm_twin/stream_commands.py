@@ -17,7 +17,7 @@ from rich.table import Table
 
 from infra import kafka, warehouse
 from infra.settings import PlatformSettings
-from llm_twin import stack
+from llm_twin import serve_commands, stack
 from schemas import serde
 from schemas.dead_letters import DeadLetter
 from schemas.topics import DEAD_LETTERS, RAW_DOCUMENTS
@@ -127,26 +127,30 @@ def search_command(
     from vectorstore.store import StoreBusy, VectorStore
 
     settings = PlatformSettings()
-    ingest = _ingest_settings()
-    embedder = Embedder.load(ingest.embedding_model)
-    try:
-        with VectorStore.open(
-            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
-        ) as store:
-            hits = store.search(author, embedder.encode_query(query), k)
-    except (ValueError, StoreBusy) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    results = [
-        {
-            "score": hit.score,
-            "document_id": hit.payload.get("document_id"),
-            "title": hit.payload.get("title"),
-            "source_url": hit.payload.get("source_url"),
-            "text": hit.payload.get("text"),
-        }
-        for hit in hits
-    ]
+    live = serve_commands.live_server(settings.home)
+    if live is not None:  # the running serve owns the store: ask it
+        results = serve_commands.search_through(live, author, query, k)
+    else:
+        ingest = _ingest_settings()
+        embedder = Embedder.load(ingest.embedding_model)
+        try:
+            with VectorStore.open(
+                settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
+            ) as store:
+                hits = store.search(author, embedder.encode_query(query), k)
+        except (ValueError, StoreBusy) as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
+        results = [
+            {
+                "score": hit.score,
+                "document_id": hit.payload.get("document_id"),
+                "title": hit.payload.get("title"),
+                "source_url": hit.payload.get("source_url"),
+                "text": hit.payload.get("text"),
+            }
+            for hit in hits
+        ]
     if as_json:
         typer.echo(json.dumps({"results": results}, ensure_ascii=False))
         return

@@ -5,6 +5,7 @@
   object, or the ``error`` object with a 4xx/5xx status);
 - ``POST /v1/chat/completions``: OpenAI-compatible, ``model`` = the author slug;
 - ``GET /v1/twins/{author}/search``: ``search --json``'s shape;
+- ``GET /v1/models``: the twins the key may use, as OpenAI lists models;
 - ``GET /healthz`` (200 once the model is loaded and the consumer has joined),
   ``GET /metrics`` (Prometheus).
 
@@ -101,6 +102,7 @@ def create_app(
     keys: ApiKeys,
     search: Searcher,
     *,
+    authors: Callable[[], list[str]],
     ready: Callable[[], bool],
     timeout_s: float,
 ) -> FastAPI:
@@ -138,6 +140,19 @@ def create_app(
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        """The twins this key may use, as OpenAI lists models (``model`` = author slug)."""
+        slugs = await asyncio.to_thread(authors)
+        return {
+            "object": "list",
+            "data": [
+                {"id": slug, "object": "model", "created": 0, "owned_by": "llm-twin"}
+                for slug in sorted(slugs)
+                if who.may_use(slug)
+            ],
+        }
 
     @app.get("/v1/twins/{author}/search")
     async def search_route(

@@ -104,6 +104,7 @@ async def serve(
         channel,
         keys,
         functools.partial(search_results, retriever),
+        authors=parts.store.authors,
         ready=consumer.joined.is_set,
         timeout_s=parts.settings.request_timeout_s,
     )
