@@ -54,6 +54,13 @@ class Detokenizer:
             return after[len(before) :]
         return ""
 
+    def flush(self) -> str:
+        """What is still held back at the end: whole characters only."""
+        decode = self._tokenizer.decode
+        before = str(decode(self._ids[self._prefix : self._read], skip_special_tokens=True))
+        after = str(decode(self._ids[self._prefix :], skip_special_tokens=True))
+        return after[len(before) :].rstrip("\ufffd")
+
 
 class LocalBackend:
     """A causal LM loaded in this process; its tokenizer's chat template builds the prompt."""
@@ -81,7 +88,7 @@ class LocalBackend:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local)
             model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=local)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise BackendUnavailable(f"cannot load the model {path}: {error}") from error
         model.eval()  # type: ignore[no-untyped-call]
         return cls(model, tokenizer, concurrency=concurrency)
@@ -134,6 +141,10 @@ class LocalBackend:
                     if isinstance(item, _Done):
                         if item.error is not None:
                             raise BackendFailed(f"generation failed: {item.error}") from item.error
+                        # The last token can end with a letter and half a character.
+                        tail = detokenizer.flush()
+                        if tail:
+                            yield Piece(tail)
                         break
                     generated += 1
                     if item in self._stop_ids:

@@ -76,10 +76,17 @@ def convert_gguf(gguf: Path, models_dir: Path) -> Path:
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # transformers will not save a model it loaded from GGUF (it counts as quantized,
+    # although its weights are dequantised float32): the same weights, in a plain model.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    model.load_state_dict(loaded.state_dict())
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    _check_same_logits(model, staging, tokenizer)
+    _check_same_logits(loaded, staging, tokenizer)
     staging.rename(target)
     return target
 

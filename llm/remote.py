@@ -25,7 +25,12 @@ from typing import Any
 
 import httpx
 from huggingface_hub import AsyncInferenceClient, ChatCompletionInputStreamOptions
-from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, TextGenerationError
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    InferenceTimeoutError,
+    OverloadedError,
+    TextGenerationError,
+)
 
 from llm.backend import ChatMessage, Event, Finish, Piece, Sampling
 from llm.errors import BackendError, BackendFailed, BackendUnavailable
@@ -79,6 +84,8 @@ def _classify(error: BaseException, url: str) -> BackendError:
         if status in _RETRYABLE_STATUS:
             return BackendUnavailable(f"{url} answered HTTP {status}")
         return BackendFailed(f"{url} answered HTTP {status}: {_first_line(error)}")
+    if isinstance(error, OverloadedError):  # TGI at its concurrency limit: "not now"
+        return BackendUnavailable(f"{url} is overloaded")
     if isinstance(error, TextGenerationError):
         return BackendFailed(f"generation failed on {url}: {_first_line(error)}")
     return BackendFailed(f"generation failed on {url}: {type(error).__name__}: {error}")
@@ -145,7 +152,11 @@ class _HttpBackend:
                     raise
                 except Exception as failure:  # the error boundary: everything is classified
                     error = _classify(failure, self.url)
-                    if received or not isinstance(error, BackendUnavailable):
+                    if received:  # tokens went out: a broken-off answer, never retried
+                        raise BackendFailed(
+                            f"{self.url} broke off the stream: {error}"
+                        ) from failure
+                    if not isinstance(error, BackendUnavailable):
                         raise error from failure
                     if attempt >= self._retries:
                         raise error from failure
