@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from serving.retrieval import Passage, Retriever
 log = logging.getLogger(__name__)
 
 Emit = Callable[[ReplyEvent], Awaitable[None]]
+MAX_ERROR_MESSAGE = 4000
+# A list marker at the start of a line the backend wrote: "-", "*", "1.", "2)".
+_LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\d+[.)])\s*")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Answerer:
         remaining = (request.deadline - datetime.now(UTC)).total_seconds()
 
         def error(code: ErrorCode, message: str) -> ErrorEvent:
+            if len(message) > MAX_ERROR_MESSAGE:  # the wire contract's bound
+                message = message[: MAX_ERROR_MESSAGE - 1] + "\u2026"
             return ErrorEvent(
                 request_id=request.request_id, attempt=attempt, code=code, message=message
             )
@@ -165,7 +171,7 @@ class Answerer:
         ):
             if isinstance(event, Piece):
                 text += event.text
-        lines = [line.strip(" -*0123456789.\t") for line in text.splitlines()]
+        lines = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
         return [line for line in lines if line][:wanted]
 
 

@@ -8,16 +8,19 @@ constant time and never logged: a :class:`Caller` carries only a fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 ALL_AUTHORS = "*"
 LOCAL_KEY_FILE = "api-key"
+MIN_KEY_LENGTH = 16
 
 
 class KeysError(ValueError):
@@ -49,7 +52,7 @@ class ApiKeys:
             raise KeysError("LLM_TWIN_API_KEYS must be a JSON object: key -> [author slugs]")
         grants: dict[str, frozenset[str]] = {}
         for number, (key, authors) in enumerate(raw.items(), 1):
-            if not isinstance(key, str) or len(key) < 16:
+            if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
                 raise KeysError(f"API key #{number} is shorter than 16 characters")
             if not isinstance(authors, list) or not all(isinstance(a, str) for a in authors):
                 raise KeysError(f"API key #{number} must map to a list of author slugs")
@@ -72,17 +75,24 @@ class ApiKeys:
 
 
 def local_key(home: Path) -> str:
-    """The local key under ``home``, made (0600) when there is none yet."""
+    """The local key under ``home``, made (0600) when there is none yet.
+
+    Written whole before it appears (a private temporary file, then a hard
+    link): a second process starting at the same moment reads the first one's
+    complete key, never an empty file.
+    """
     path = home / LOCAL_KEY_FILE
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    home.mkdir(parents=True, exist_ok=True)
-    key = f"twin-{secrets.token_urlsafe(32)}"
-    # O_EXCL: two processes starting together keep the first one's key.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(key + "\n")
+    if not path.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=home, prefix=".api-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(f"twin-{secrets.token_urlsafe(32)}\n")
+            with contextlib.suppress(FileExistsError):  # another process's key won
+                os.link(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise KeysError(f"{path} holds no usable key: delete it to make a new one")
     return key

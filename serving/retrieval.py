@@ -20,6 +20,8 @@ from vectorstore.store import Hit, VectorStore
 
 # Candidates fetched per passage wanted: room for duplicates and overlaps.
 OVERFETCH = 3
+# Queries embedded in one call, at most: the encoder's best batch size here (DESIGN.md).
+MAX_QUERY_BATCH = 64
 # A passage sharing this much of its words with a kept one adds nothing new.
 DUPLICATE_OVERLAP = 0.8
 
@@ -34,20 +36,58 @@ class Passage:
 
 
 class Retriever:
-    """Author-scoped search, shared by the consumer's concurrent requests."""
+    """Author-scoped search, shared by the consumer's concurrent requests.
+
+    Queries that arrive while the embedder is busy are embedded together in its
+    next batch: at 32 requests at once, one batch instead of 32 model calls
+    one after another; a lone request waits for nothing.
+    """
 
     def __init__(self, store: VectorStore, embedder: Embedder, *, k: int = 5) -> None:
         self._store = store
         self._embedder = embedder
         self._k = k
-        # The embedder is one torch model: one query at a time keeps its threads from
-        # fighting; a query takes milliseconds.
+        # The embedder is one torch model: one call at a time keeps its threads from
+        # fighting over the cores.
         self._lock = threading.Lock()
+        self._waiting: list[tuple[str, asyncio.Future[list[float]]]] = []
+        self._embedding = False
+        self._embedder_task: asyncio.Task[None] | None = None
 
     def search(self, author: str, query: str, k: int) -> list[Hit]:
+        return self._store.search(author, self._encode([query])[0], k)
+
+    def _encode(self, queries: list[str]) -> list[list[float]]:
         with self._lock:
-            vector = self._embedder.encode_query(query)
-        return self._store.search(author, vector, k)
+            return self._embedder.encode_queries(queries)
+
+    async def embed(self, query: str) -> list[float]:
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((query, future))
+        if not self._embedding:
+            self._embedding = True
+            self._embedder_task = asyncio.create_task(self._embed_waiting())
+        return await future
+
+    async def _embed_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = (
+                    self._waiting[:MAX_QUERY_BATCH],
+                    self._waiting[MAX_QUERY_BATCH:],
+                )
+                try:
+                    vectors = await asyncio.to_thread(self._encode, [query for query, _ in batch])
+                except Exception as error:  # noqa: BLE001  # raised in every waiting request
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), vector in zip(batch, vectors, strict=True):
+                    if not future.done():  # its request may have been cancelled meanwhile
+                        future.set_result(vector)
+        finally:
+            self._embedding = False
 
     async def retrieve(
         self,
@@ -60,7 +100,8 @@ class Retriever:
         """Passages for ``queries`` (the idea, and any expansions), best first, within budget."""
         hits: list[Hit] = []
         for query in queries:
-            hits += await asyncio.to_thread(self.search, author, query, self._k * OVERFETCH)
+            vector = await self.embed(query)
+            hits += await asyncio.to_thread(self._store.search, author, vector, self._k * OVERFETCH)
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return select(hits, self._k, budget_tokens, count_tokens)
 

@@ -105,7 +105,11 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_query(self, text: str) -> list[float]:
-        vector = self._model.encode_query(
-            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        return self.encode_queries([text])[0]
+
+    def encode_queries(self, texts: list[str]) -> list[list[float]]:
+        """Queries to unit vectors, in one batch (the model's query prompt where it has one)."""
+        vectors = self._model.encode_query(
+            texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
-        return [float(value) for value in np.asarray(vector, dtype=np.float32)[0]]
+        return [[float(v) for v in row] for row in np.asarray(vectors, dtype=np.float32)]
