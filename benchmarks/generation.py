@@ -98,11 +98,13 @@ class Answer:
     ttft_s: float
     tokens: int
     tokens_per_s: float | None  # first to last token; None with fewer than two
+    # The worker's own account (full path only): queue, retrieval and first-token ms.
+    timings: dict[str, float] | None = None
 
 
-def _answer(started: float, stamps: list[float]) -> Answer:
+def _answer(started: float, stamps: list[float], timings: dict[str, float] | None = None) -> Answer:
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
-    return Answer(stamps[0] - started, len(stamps), rate)
+    return Answer(stamps[0] - started, len(stamps), rate, timings)
 
 
 async def direct(backend: TgiBackend, tokens: int) -> Answer:
@@ -119,6 +121,7 @@ async def direct(backend: TgiBackend, tokens: int) -> Answer:
 async def full(client: httpx.AsyncClient, url: str, tokens: int) -> Answer:
     started = time.perf_counter()
     stamps: list[float] = []
+    timings: dict[str, float] | None = None
     body = {"prompt": PROMPT, "max_new_tokens": tokens, "temperature": 0.0}
     async with client.stream(
         "POST",
@@ -133,9 +136,11 @@ async def full(client: httpx.AsyncClient, url: str, tokens: int) -> Answer:
             event = json.loads(line.removeprefix("data: "))
             if event["type"] == "token":
                 stamps.append(time.perf_counter())
+            elif event["type"] == "done":
+                timings = event["timings"]
             elif event["type"] == "error":
                 raise RuntimeError(f"the full path answered with an error: {event}")
-    return _answer(started, stamps)
+    return _answer(started, stamps, timings)
 
 
 def fill_store(path: Path) -> None:
@@ -254,6 +259,13 @@ async def measure(backend: TgiBackend, url: str, arguments: argparse.Namespace) 
                     "aggregate_tokens_per_s": round(sum(a.tokens for a in answers) / elapsed, 2),
                     "complete": all(a.tokens == arguments.tokens for a in answers),
                 }
+                if name == "full":
+                    row[name]["worker_ms_p50"] = {
+                        phase: round(
+                            statistics.median(a.timings[phase] for a in answers if a.timings), 2
+                        )
+                        for phase in ("queue_ms", "retrieval_ms", "first_token_ms")
+                    }
             row["throughput_ratio"] = round(
                 row["full"]["aggregate_tokens_per_s"] / row["direct"]["aggregate_tokens_per_s"], 3
             )

@@ -223,23 +223,23 @@ def begin_attempt(
 
     A request redelivered after its worker died gets the next number: its new
     tokens start at seq 0 under that attempt, and clients drop the old ones.
+    One round trip: this is on every request's path to its first token.
     """
-    record = db[GENERATION_ATTEMPTS].find_one_and_update(
-        {"_id": request_id, "answered": {"$ne": True}},
-        {"$inc": {"attempt": 1}, "$set": {"started_at": started_at}},
-        upsert=False,
-        return_document=ReturnDocument.AFTER,
-    )
-    if record is None:
-        if db[GENERATION_ATTEMPTS].find_one({"_id": request_id, "answered": True}) is not None:
-            return None
-        try:
-            db[GENERATION_ATTEMPTS].insert_one(
-                {"_id": request_id, "attempt": 1, "answered": False, "started_at": started_at}
-            )
-        except DuplicateKeyError:  # another worker began it in between
-            return begin_attempt(db, request_id, started_at)
-        return 1
+    update = {
+        "$inc": {"attempt": 1},
+        "$set": {"started_at": started_at},
+        "$setOnInsert": {"answered": False},
+    }
+    try:
+        record = db[GENERATION_ATTEMPTS].find_one_and_update(
+            {"_id": request_id}, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+    except DuplicateKeyError:  # two workers inserted at once: the other record stands
+        record = db[GENERATION_ATTEMPTS].find_one_and_update(
+            {"_id": request_id}, update, return_document=ReturnDocument.AFTER
+        )
+    if record is None or record.get("answered"):
+        return None
     return int(record["attempt"])
 
 

@@ -52,3 +52,24 @@ def test_timestamps_are_stored_as_dates(db: Database[warehouse.Document]) -> Non
     found = db[warehouse.RAW_DOCUMENTS].find_one({"crawled_at": {"$gte": document.crawled_at}})
     assert found is not None
     assert found["_id"] == document.document_id
+
+
+def test_a_redelivered_request_gets_the_next_attempt_until_it_is_answered(
+    db: Database[warehouse.Document],
+) -> None:
+    from datetime import UTC, datetime
+
+    request_id, now = uuid.uuid4(), datetime.now(UTC)
+    assert warehouse.begin_attempt(db, request_id, now) == 1
+    assert warehouse.begin_attempt(db, request_id, now) == 2  # its worker died: a retry
+    warehouse.finish_attempt(db, request_id, now)
+    assert warehouse.begin_attempt(db, request_id, now) is None  # answered: never twice
+    assert warehouse.begin_attempt(db, uuid.uuid4(), now) == 1
+
+
+def test_an_authors_display_name_comes_from_their_documents(
+    db: Database[warehouse.Document],
+) -> None:
+    warehouse.save_raw_document(db, raw_document("ada"))
+    assert warehouse.display_name(db, "ada") == "Ada Lovelace"
+    assert warehouse.display_name(db, "nobody") is None
