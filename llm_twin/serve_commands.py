@@ -207,7 +207,7 @@ def _run_service(
         typer.echo("loading the model…", err=True)
         try:
             backend = open_backend(LLMSettings(), settings.home)
-        except (BackendError, ModelNotFound, ValidationError) as error:
+        except (BackendError, ModelNotFound, ValidationError, ValueError, RuntimeError) as error:
             typer.echo(f"cannot load the model: {error}", err=True)
             raise typer.Exit(1) from None
         if ingest:
@@ -416,7 +416,7 @@ async def _consumer_unless_served(
     try:
         try:
             backend = open_backend(LLMSettings(), settings.home)
-        except (BackendError, ModelNotFound, ValidationError) as error:
+        except (BackendError, ModelNotFound, ValidationError, ValueError, RuntimeError) as error:
             typer.echo(f"cannot load the model: {error}", err=True)
             raise typer.Exit(1) from None
         parts = Parts(

@@ -10,9 +10,25 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message, TopicPartition
+from pydantic_settings import BaseSettings
 
 from infra import kafka
+from infra.settings import PlatformSettings
+from llm.settings import LLMSettings
+from producers.settings import CrawlSettings
 from schemas.topics import REGISTRY
+from serving.settings import ServingSettings
+from streams.settings import IngestSettings
+
+# Every settings object a deployable builds: README documents each of their variables,
+# and docker-compose.yml may give our services only these.
+ALL_SETTINGS: list[type[BaseSettings]] = [
+    PlatformSettings,
+    CrawlSettings,
+    IngestSettings,
+    LLMSettings,
+    ServingSettings,
+]
 
 # Variables that would point a test at some other stack.
 EXTERNAL_SETTINGS = (

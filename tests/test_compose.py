@@ -19,7 +19,7 @@ from compose_spec import PyOptions
 from pydantic import AliasChoices
 
 from infra.kafka import WIRE_MAX_BYTES
-from infra.settings import PlatformSettings
+from tests.support import ALL_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -78,16 +78,18 @@ def _environment_names(service: Service) -> list[str]:
 
 
 def _setting_names() -> set[str]:
-    """Every environment variable PlatformSettings reads, from its fields' aliases."""
+    """Every environment variable our settings objects read, from their fields' aliases."""
     names: set[str] = set()
-    for field_name, field in PlatformSettings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, str):
-            names.add(alias)
-        elif isinstance(alias, AliasChoices):
-            names.update(choice for choice in alias.choices if isinstance(choice, str))
-        else:
-            names.add(f"LLM_TWIN_{field_name.upper()}")
+    for settings in ALL_SETTINGS:
+        prefix = str(settings.model_config.get("env_prefix", ""))
+        for field_name, field in settings.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, str):
+                names.add(alias)
+            elif isinstance(alias, AliasChoices):
+                names.update(choice for choice in alias.choices if isinstance(choice, str))
+            else:
+                names.add(f"{prefix}{field_name}".upper())
     return names
 
 

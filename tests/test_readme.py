@@ -6,14 +6,8 @@ import re
 from pathlib import Path
 
 from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
 
-from infra.settings import PlatformSettings
-from producers.settings import CrawlSettings
-from streams.settings import IngestSettings
-
-# Every settings object a deployable builds; README documents each of their variables.
-SETTINGS: list[type[BaseSettings]] = [PlatformSettings, CrawlSettings, IngestSettings]
+from tests.support import ALL_SETTINGS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -21,7 +15,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 def _env_names() -> set[str]:
     """The variable each setting is read from (its first alias, else LLM_TWIN_<FIELD>)."""
     names = set()
-    for settings in SETTINGS:
+    for settings in ALL_SETTINGS:
         prefix = str(settings.model_config.get("env_prefix", ""))
         for field_name, field in settings.model_fields.items():
             alias = field.validation_alias
