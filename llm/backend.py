@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict
+from pathlib import Path
+from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 
 class ChatMessage(TypedDict):
@@ -62,3 +63,13 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LoadsAdapters(Protocol):
+    """A backend that holds adapters itself (local); remote servers are given adapter ids."""
+
+    @property
+    def adapters(self) -> frozenset[str]: ...
+
+    async def add_adapter(self, adapter_id: str, path: Path) -> None: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+# Never an adapter id: the gate's "unknown" state after a load.
+_UNKNOWN = "\x00unknown"
 # A generation on 2 busy cores runs ~11 tokens/s (DESIGN.md); two at once keep
 # both cores busy without each request's first token waiting behind a queue of
 # whole answers.
@@ -74,10 +76,54 @@ class LocalBackend:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
-        self._model = model
+        self._model: Any = model
         self._tokenizer = tokenizer
         self._slots = asyncio.Semaphore(concurrency)
         self._stop_ids = _stop_token_ids(model, tokenizer)
+        self._adapters: set[str] = set()
+        self._gate = _AdapterGate(self._activate)
+
+    @property
+    def adapters(self) -> frozenset[str]:
+        return frozenset(self._adapters)
+
+    async def add_adapter(self, adapter_id: str, path: Path) -> None:
+        """Load a LoRA adapter (peft's format) under ``adapter_id``, beside any others.
+
+        Several adapters share the one base model; a request names the one it
+        wants, and requests for different adapters never run at the same time
+        (peft's active adapter is one setting of the whole model). Loading
+        changes the model's layers, so it waits until no generation runs.
+        """
+        async with self._gate.exclusive():
+            await asyncio.to_thread(self._load_adapter, adapter_id, path)
+
+    def _load_adapter(self, adapter_id: str, path: Path) -> None:
+        from peft import PeftModel
+
+        if adapter_id in self._adapters:
+            return
+        try:
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(str(path), adapter_name=adapter_id)
+            else:
+                self._model = PeftModel.from_pretrained(
+                    self._model, str(path), adapter_name=adapter_id
+                )
+        except (OSError, ValueError, KeyError) as error:
+            raise BackendFailed(f"cannot load adapter {adapter_id} from {path}: {error}") from error
+        self._model.eval()
+        self._gate.forget()  # the load made this adapter the active one
+        self._adapters.add(adapter_id)
+
+    def _activate(self, adapter: str | None) -> None:
+        if not self._adapters:
+            return
+        if adapter is None:
+            self._model.base_model.disable_adapter_layers()
+        else:
+            self._model.base_model.enable_adapter_layers()
+            self._model.set_adapter(adapter)
 
     @classmethod
     def load(cls, path: Path | str, *, concurrency: int = DEFAULT_CONCURRENCY) -> LocalBackend:
@@ -118,45 +164,49 @@ class LocalBackend:
     async def stream(
         self, messages: list[ChatMessage], sampling: Sampling, *, adapter: str | None = None
     ) -> AsyncIterator[Event]:
-        if adapter is not None:
+        if adapter is not None and adapter not in self._adapters:
             raise BackendFailed(f"adapter {adapter!r} is not loaded in the local backend")
         prompt = self.prompt_ids(messages)
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[int | _Done] = asyncio.Queue()
-            stop = threading.Event()
-            worker = threading.Thread(
-                target=self._generate,
-                args=(prompt, sampling, stop, loop, queue),
-                name="llm-twin-generate",
-                daemon=True,
-            )
-            worker.start()
-            detokenizer = Detokenizer(self._tokenizer)
-            generated = 0
-            reason = "length"
-            try:
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, _Done):
-                        if item.error is not None:
-                            raise BackendFailed(f"generation failed: {item.error}") from item.error
-                        # The last token can end with a letter and half a character.
-                        tail = detokenizer.flush()
-                        if tail:
-                            yield Piece(tail)
-                        break
-                    generated += 1
-                    if item in self._stop_ids:
-                        reason = "stop"
-                        continue
-                    text = detokenizer.add(item)
-                    if text:
-                        yield Piece(text)
-            finally:
-                # Cancelled, abandoned or finished: the thread stops at its next step.
-                stop.set()
-            yield Finish(len(prompt), generated, reason)
+        async with self._gate.use(adapter), self._slots:
+            async for event in self._run(prompt, sampling):
+                yield event
+
+    async def _run(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[int | _Done] = asyncio.Queue()
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=self._generate,
+            args=(prompt, sampling, stop, loop, queue),
+            name="llm-twin-generate",
+            daemon=True,
+        )
+        worker.start()
+        detokenizer = Detokenizer(self._tokenizer)
+        generated = 0
+        reason = "length"
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Done):
+                    if item.error is not None:
+                        raise BackendFailed(f"generation failed: {item.error}") from item.error
+                    # The last token can end with a letter and half a character.
+                    tail = detokenizer.flush()
+                    if tail:
+                        yield Piece(tail)
+                    break
+                generated += 1
+                if item in self._stop_ids:
+                    reason = "stop"
+                    continue
+                text = detokenizer.add(item)
+                if text:
+                    yield Piece(text)
+        finally:
+            # Cancelled, abandoned or finished: the thread stops at its next step.
+            stop.set()
+        yield Finish(len(prompt), generated, reason)
 
     def _generate(
         self,
@@ -191,7 +241,7 @@ class LocalBackend:
             else:
                 options |= {"do_sample": False}
             with torch.inference_mode():
-                self._model.generate(  # type: ignore[operator]
+                self._model.generate(
                     input_ids=torch.tensor([prompt]),
                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                     streamer=streamer,
@@ -204,6 +254,67 @@ class LocalBackend:
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
                 loop.call_soon_threadsafe(queue.put_nowait, _Done(error))
+
+
+class _AdapterGate:
+    """Lets generations run together only when they use the same adapter (or none).
+
+    A request for another adapter waits until the running ones finish, and
+    while it waits, newcomers for the active adapter wait behind it (no
+    starvation); then the model is switched and the waiting group runs.
+    """
+
+    def __init__(self, switch: Callable[[str | None], None]) -> None:
+        self._switch = switch
+        self._active: str | None = None
+        self._running = 0
+        self._waiting: dict[str | None, int] = {}
+        self._exclusive = False
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Nothing else runs meanwhile (the model is being changed)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._running == 0 and not self._exclusive)
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._exclusive = False
+                self._changed.notify_all()
+
+    def forget(self) -> None:
+        """The model's active adapter changed outside the gate: switch before the next run."""
+        self._active = _UNKNOWN
+
+    def _may_run(self, adapter: str | None) -> bool:
+        if self._exclusive:
+            return False
+        if self._running == 0:
+            return True
+        others = any(n for name, n in self._waiting.items() if name != adapter)
+        return self._active == adapter and not others
+
+    @contextlib.asynccontextmanager
+    async def use(self, adapter: str | None) -> AsyncIterator[None]:
+        async with self._changed:
+            self._waiting[adapter] = self._waiting.get(adapter, 0) + 1
+            try:
+                await self._changed.wait_for(lambda: self._may_run(adapter))
+            finally:
+                self._waiting[adapter] -= 1
+            if self._active != adapter:
+                self._switch(adapter)
+                self._active = adapter
+            self._running += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
 
 
 class _TokenIds:
