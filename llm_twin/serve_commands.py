@@ -69,9 +69,9 @@ def live_server(home: Path) -> LiveServer | None:
 
 def cli_key(home: Path) -> str | None:
     """The key this CLI sends to a running API: LLM_TWIN_API_KEY, else the local key."""
-    configured = os.environ.get("LLM_TWIN_API_KEY")
-    if configured:
-        return configured
+    configured = _serving_settings().api_key
+    if configured is not None:
+        return configured.get_secret_value()
     path = home / "api-key"
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
@@ -429,9 +429,13 @@ async def _consumer_unless_served(
             home=settings.home,
             settings=serving,
         )
-        answerer, _ = build_answerer(parts)
+        answerer, _, adapters = build_answerer(parts)
         consumer = RetrievalConsumer(
-            connection.bootstrap_servers, answerer, parts.db, datadir=settings.home / "serving"
+            connection.bootstrap_servers,
+            answerer,
+            parts.db,
+            datadir=settings.home / "serving",
+            on_adapter=adapters.registered,
         )
         await consumer.start()
         try:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from llm.backend import Backend, Finish, Piece, Sampling
 from llm.errors import BackendFailed, BackendUnavailable
+from llm.prompt import Passage, build_messages
 from schemas.generation import (
     DoneEvent,
     ErrorCode,
@@ -30,8 +31,7 @@ from schemas.generation import (
     TokenEvent,
     Usage,
 )
-from serving.prompt import build_messages
-from serving.retrieval import Passage, Retriever
+from serving.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Answerer:
         settings: AnswerSettings,
         *,
         author_name: Callable[[str], str] = lambda slug: slug,
-        adapter_for: Callable[[str], str | None] = lambda slug: None,
+        adapter_for: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._retriever = retriever
         self._backend = backend
@@ -120,9 +120,8 @@ class Answerer:
         pieces: list[str] = []
         first_token: float | None = None
         finish = Finish(0, 0, "stop")
-        async for event in self._backend.stream(
-            messages, sampling, adapter=self._adapter_for(request.author)
-        ):
+        adapter = await self._adapter_for(request.author) if self._adapter_for else None
+        async for event in self._backend.stream(messages, sampling, adapter=adapter):
             if isinstance(event, Piece):
                 first_token = first_token or time.perf_counter()
                 await emit(

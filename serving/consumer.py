@@ -16,11 +16,13 @@ import asyncio
 import logging
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from infra import warehouse
 from schemas.dead_letters import DeadLetter
@@ -32,7 +34,8 @@ from schemas.generation import (
     ReplyEvent,
 )
 from schemas.serde import DecodeError, decode, encode
-from schemas.topics import DEAD_LETTERS, GENERATION_REQUESTS, GENERATION_TOKENS
+from schemas.topics import DEAD_LETTERS, GENERATION_REQUESTS, GENERATION_TOKENS, MODELS
+from schemas.training import AdapterRegistered
 from serving.answer import Answerer
 from serving.faust_kafka import LowLatencyApp
 
@@ -58,8 +61,10 @@ class RetrievalConsumer:
         *,
         datadir: Path,
         app_id: str = APP_ID,
+        on_adapter: Callable[[AdapterRegistered], Awaitable[object]] | None = None,
     ) -> None:
         self._answerer = answerer
+        self._on_adapter = on_adapter
         self._db = db
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._cancelled: set[uuid.UUID] = set()
@@ -94,6 +99,11 @@ class RetrievalConsumer:
             DEAD_LETTERS.name, key_type=bytes, value_type=bytes, value_serializer="raw"
         )
         self.app.agent(self._requests, name="answer-requests")(self._consume)
+        if on_adapter is not None:
+            models = self.app.topic(
+                MODELS.name, key_type=bytes, value_type=bytes, value_serializer="raw"
+            )
+            self.app.agent(models, name="switch-adapters")(self._adapters)
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     async def start(self) -> None:
@@ -133,12 +143,27 @@ class RetrievalConsumer:
             task = asyncio.create_task(self._serve(request, stream, event))
             self._tasks[request.request_id] = task
 
+    async def _adapters(self, stream: Any) -> None:
+        """``twin.models``: each new adapter goes to the registry, which may activate it."""
+        assert self._on_adapter is not None
+        async for event in stream.events():
+            try:
+                adapter = decode(MODELS, event.message.value)
+            except DecodeError as error:
+                await self._dead_letter(event.message, str(error))
+                continue
+            await self._on_adapter(adapter)
+
     async def _serve(self, request: GenerationRequest, stream: Any, event: Any) -> None:
         finished = False
         try:
-            attempt = await asyncio.to_thread(
-                warehouse.begin_attempt, self._db, request.request_id, datetime.now(UTC)
-            )
+            try:
+                attempt = await asyncio.to_thread(
+                    warehouse.begin_attempt, self._db, request.request_id, datetime.now(UTC)
+                )
+            except PyMongoError as error:  # answer anyway: a reply beats strict bookkeeping
+                log.warning("cannot count attempts of %s: %s", request.request_id, error)
+                attempt = 1
             if attempt is None:  # answered before a redelivery
                 finished = True
                 return
@@ -163,9 +188,12 @@ class RetrievalConsumer:
                         message="cancelled by the client",
                     )
                 )
-            await asyncio.to_thread(
-                warehouse.finish_attempt, self._db, request.request_id, datetime.now(UTC)
-            )
+            try:
+                await asyncio.to_thread(
+                    warehouse.finish_attempt, self._db, request.request_id, datetime.now(UTC)
+                )
+            except PyMongoError as error:
+                log.warning("cannot record %s as answered: %s", request.request_id, error)
             finished = True
         finally:
             self._tasks.pop(request.request_id, None)

@@ -13,8 +13,8 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from llm.prompt import Passage
 from vectorstore.embedder import Embedder
 from vectorstore.store import Hit, VectorStore
 
@@ -24,15 +24,6 @@ OVERFETCH = 3
 MAX_QUERY_BATCH = 64
 # A passage sharing this much of its words with a kept one adds nothing new.
 DUPLICATE_OVERLAP = 0.8
-
-
-@dataclass(frozen=True)
-class Passage:
-    document_id: uuid.UUID
-    title: str
-    source_url: str | None
-    text: str
-    score: float
 
 
 class Retriever:

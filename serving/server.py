@@ -23,6 +23,7 @@ from pymongo.database import Database
 
 from infra import warehouse
 from llm.backend import Backend
+from serving.adapters import ActiveAdapters
 from serving.answer import Answerer, AnswerSettings
 from serving.api import create_app
 from serving.consumer import RetrievalConsumer
@@ -48,8 +49,9 @@ class Parts:
     settings: ServingSettings
 
 
-def build_answerer(parts: Parts) -> tuple[Answerer, Retriever]:
+def build_answerer(parts: Parts) -> tuple[Answerer, Retriever, ActiveAdapters]:
     retriever = Retriever(parts.store, parts.embedder, k=parts.settings.retrieval_k)
+    adapters = ActiveAdapters(parts.db, parts.backend)
 
     @functools.lru_cache(maxsize=1024)
     def author_name(slug: str) -> str:
@@ -63,8 +65,9 @@ def build_answerer(parts: Parts) -> tuple[Answerer, Retriever]:
             expand_queries=parts.settings.expand_queries,
         ),
         author_name=author_name,
+        adapter_for=adapters.for_author,
     )
-    return answerer, retriever
+    return answerer, retriever, adapters
 
 
 def search_results(retriever: Retriever, author: str, query: str, k: int) -> list[dict[str, Any]]:
@@ -89,9 +92,13 @@ async def serve(
     port: int,
     on_ready: Callable[[str], None] = lambda url: None,
 ) -> None:
-    answerer, retriever = build_answerer(parts)
+    answerer, retriever, adapters = build_answerer(parts)
     consumer = RetrievalConsumer(
-        parts.bootstrap_servers, answerer, parts.db, datadir=parts.home / "serving"
+        parts.bootstrap_servers,
+        answerer,
+        parts.db,
+        datadir=parts.home / "serving",
+        on_adapter=adapters.registered,
     )
     await consumer.start()
     channel, claim = open_channel(

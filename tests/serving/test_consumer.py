@@ -16,17 +16,20 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from infra import warehouse
-from llm.backend import Backend
+from llm.backend import Backend, LoadsAdapters
+from llm.errors import BackendFailed
 from llm.local import LocalBackend
 from llm.remote import TgiBackend
 from schemas.dead_letters import DeadLetter
 from schemas.generation import DoneEvent, ErrorCode, ErrorEvent, ReplyEvent, TokenEvent
+from serving.adapters import ActiveAdapters
 from serving.answer import Answerer, AnswerSettings
 from serving.consumer import RetrievalConsumer
 from serving.replies import ReplyChannel, open_channel
@@ -127,6 +130,15 @@ class Switch:
     def count_tokens(self, text: str) -> int:
         return self.target.count_tokens(text)
 
+    @property
+    def adapters(self) -> frozenset[str]:
+        return self.target.adapters if isinstance(self.target, LoadsAdapters) else frozenset()
+
+    async def add_adapter(self, adapter_id: str, path: Path) -> None:
+        if not isinstance(self.target, LoadsAdapters):
+            raise BackendFailed(f"{self.target.name} does not load adapters")
+        await self.target.add_adapter(adapter_id, path)
+
     async def ready(self) -> None:
         await self.target.ready()
 
@@ -157,8 +169,20 @@ def served(
     loop = LoopThread()
     with running(FakeTgi(token_delay_s=0.002)) as fake:
         switch = Switch(TgiBackend(fake.url, timeout_s=5, retries=0))
-        answerer = Answerer(Retriever(store, embedder, k=3), switch, AnswerSettings())
-        consumer = RetrievalConsumer(bootstrap_servers, answerer, db, datadir=home / "faust")
+        adapters = ActiveAdapters(db, switch, refresh_s=0.5)
+        answerer = Answerer(
+            Retriever(store, embedder, k=3),
+            switch,
+            AnswerSettings(),
+            adapter_for=adapters.for_author,
+        )
+        consumer = RetrievalConsumer(
+            bootstrap_servers,
+            answerer,
+            db,
+            datadir=home / "faust",
+            on_adapter=adapters.registered,
+        )
 
         async def start() -> None:
             await consumer.start()
@@ -357,3 +381,68 @@ def dead_letters_with_key(
     finally:
         consumer.close()
     return found
+
+
+def test_a_registered_adapter_answers_for_its_author_without_a_restart(
+    served: Served, bootstrap_servers: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from infra import kafka
+    from llm.backend import Piece, Sampling
+    from llm.prompt import build_messages
+    from schemas.topics import MODELS
+    from schemas.training import AdapterRegistered
+    from tests.llm.test_adapters import make_adapter
+
+    model = tiny_model.build(tmp_path_factory.mktemp("tiny-adapted"))
+    adapter_dir = make_adapter(model, tmp_path_factory.mktemp("adapter") / "a", seed=7)
+    author = f"carol-{uuid.uuid4().hex[:6]}"  # no collection: the prompt has no passages
+    adapter_id = f"{author}-20261130T000000Z-00000000-abcdef12"
+    local = LocalBackend.load(model)
+    prompt = "Write about lanterns"
+    greedy = Sampling(max_new_tokens=10, temperature=0.0)
+
+    async def reference(adapter: str | None) -> str:
+        if adapter is not None and adapter not in local.adapters:
+            await local.add_adapter(adapter, adapter_dir)
+        messages = build_messages(author, prompt, [])
+        pieces = [
+            e.text
+            async for e in local.stream(messages, greedy, adapter=adapter)
+            if isinstance(e, Piece)
+        ]
+        return "".join(pieces)
+
+    previous = served.switch.target
+    served.switch.target = local
+    try:
+        before = check_complete(
+            ask(served.channel, author, prompt, max_new_tokens=10, temperature=0.0)
+        )
+        event = AdapterRegistered(
+            adapter_id=adapter_id,
+            author=author,
+            snapshot_id=f"{author}-20261130T000000Z-00000000",
+            base_model="tiny",
+            path=str(adapter_dir),
+            created_at=datetime.now(UTC),
+            config_hash="1" * 64,
+            eval_perplexity=3.0,
+        )
+        with kafka.Publisher(
+            kafka.make_producer(bootstrap_servers, one_record_per_batch=True)
+        ) as p:
+            p.publish(MODELS, author, event)
+        deadline = time.monotonic() + 30
+        after = before
+        while time.monotonic() < deadline:
+            after = check_complete(
+                ask(served.channel, author, prompt, max_new_tokens=10, temperature=0.0)
+            )
+            if after.text != before.text:
+                break
+            time.sleep(0.5)
+    finally:
+        served.switch.target = previous
+    assert before.text == asyncio.run(reference(None))
+    assert after.text == asyncio.run(reference(adapter_id)), "the adapter answers now"
+    assert after.text != before.text

@@ -22,6 +22,7 @@ import pytest
 
 from llm.backend import ChatMessage, Event, Finish, Piece, Sampling
 from llm.errors import BackendFailed, BackendUnavailable
+from llm.prompt import Passage, build_messages
 from schemas.generation import (
     DoneEvent,
     ErrorCode,
@@ -35,8 +36,7 @@ from schemas.generation import (
 from schemas.ids import chunk_point_id, document_id
 from serving.answer import Answerer, AnswerSettings
 from serving.keys import ApiKeys, KeysError, local_key
-from serving.prompt import build_messages
-from serving.retrieval import Passage, Retriever, select
+from serving.retrieval import Retriever, select
 from vectorstore.embedder import Embedder
 from vectorstore.store import ChunkPoint, Hit, VectorStore
 

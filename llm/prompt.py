@@ -1,5 +1,8 @@
 """The one prompt template: persona, the author's own passages quoted as data, the idea.
 
+Shared by serving (every request) and the trainer's evaluation (the same
+prompt the twin is judged with).
+
 Retrieved text is data, never instructions (DESIGN.md "Security model"): each
 passage sits inside a numbered ``<passage>`` element of one context block,
 with any look-alike tags in it neutralised, and the system message says that
@@ -9,10 +12,23 @@ nothing inside the block is to be obeyed.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from llm.backend import ChatMessage
-from serving.retrieval import Passage
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved piece of the author's own writing, as the prompt quotes it."""
+
+    document_id: uuid.UUID
+    title: str
+    source_url: str | None
+    text: str
+    score: float
+
 
 # What the idea asks for, as (pattern, platform, kind of text); first match wins.
 _FORMATS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(

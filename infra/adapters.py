@@ -1,0 +1,115 @@
+"""The adapter registry: every LoRA adapter trained for an author, and which one is active.
+
+Kept in the warehouse (collection ``adapters``), written when an
+``AdapterRegistered`` event is seen and when a person activates or rolls
+back. The policy for a new adapter: it becomes active only if its held-out
+perplexity is not worse than the active one's (an adapter without a
+measurement never replaces a measured one). Every change of the active
+adapter is appended to its author's history, so a rollback returns to the
+one before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pymongo.database import Database
+
+from infra.warehouse import Document
+from schemas.training import AdapterRegistered
+
+ADAPTERS = "adapters"
+# {_id: author, active: adapter id | None, history: [adapter ids, oldest first]}
+ACTIVE_ADAPTERS = "active_adapters"
+
+
+class UnknownAdapter(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Registered:
+    adapter: AdapterRegistered
+    active: bool
+
+
+def register(db: Database[Document], adapter: AdapterRegistered, at: datetime) -> bool:
+    """Record ``adapter``; make it active if it is not worse. True if it became active."""
+    record = {"event": adapter.model_dump(mode="json"), "author": adapter.author, "seen_at": at}
+    db[ADAPTERS].update_one({"_id": adapter.adapter_id}, {"$setOnInsert": record}, upsert=True)
+    current = active(db, adapter.author)
+    if current is not None and current.adapter_id == adapter.adapter_id:
+        return True
+    if current is not None and not _not_worse(adapter, current):
+        return False
+    _set_active(db, adapter.author, adapter.adapter_id)
+    return True
+
+
+def _not_worse(candidate: AdapterRegistered, current: AdapterRegistered) -> bool:
+    if current.eval_perplexity is None:
+        return True
+    if candidate.eval_perplexity is None:
+        return False
+    return candidate.eval_perplexity <= current.eval_perplexity
+
+
+def adapters_of(db: Database[Document], author: str | None = None) -> list[Registered]:
+    actives = {r["_id"]: r.get("active") for r in db[ACTIVE_ADAPTERS].find()}
+    query = {} if author is None else {"author": author}
+    found = []
+    for record in db[ADAPTERS].find(query).sort("seen_at", 1):
+        adapter = AdapterRegistered.model_validate(record["event"])
+        found.append(Registered(adapter, actives.get(adapter.author) == adapter.adapter_id))
+    return found
+
+
+def get(db: Database[Document], adapter_id: str) -> AdapterRegistered:
+    record = db[ADAPTERS].find_one({"_id": adapter_id})
+    if record is None:
+        raise UnknownAdapter(f"no adapter {adapter_id}")
+    return AdapterRegistered.model_validate(record["event"])
+
+
+def active(db: Database[Document], author: str) -> AdapterRegistered | None:
+    record = db[ACTIVE_ADAPTERS].find_one({"_id": author})
+    if record is None or record.get("active") is None:
+        return None
+    return get(db, str(record["active"]))
+
+
+def active_ids(db: Database[Document]) -> dict[str, str]:
+    """Every author's active adapter id (authors without one are absent)."""
+    return {
+        str(r["_id"]): str(r["active"]) for r in db[ACTIVE_ADAPTERS].find({"active": {"$ne": None}})
+    }
+
+
+def activate(db: Database[Document], adapter_id: str) -> AdapterRegistered:
+    """A person's choice: make ``adapter_id`` its author's active adapter, whatever its scores."""
+    adapter = get(db, adapter_id)
+    _set_active(db, adapter.author, adapter.adapter_id)
+    return adapter
+
+
+def rollback(db: Database[Document], author: str) -> AdapterRegistered | None:
+    """Back to the adapter active before the current one (None: the base model)."""
+    record = db[ACTIVE_ADAPTERS].find_one({"_id": author})
+    history: list[str] = list(record.get("history", [])) if record else []
+    if not history:
+        raise UnknownAdapter(f"{author} has no active adapter to roll back")
+    history.pop()
+    previous = history[-1] if history else None
+    db[ACTIVE_ADAPTERS].update_one(
+        {"_id": author}, {"$set": {"active": previous, "history": history}}, upsert=True
+    )
+    return get(db, previous) if previous else None
+
+
+def _set_active(db: Database[Document], author: str, adapter_id: str) -> None:
+    db[ACTIVE_ADAPTERS].update_one(
+        {"_id": author},
+        {"$set": {"active": adapter_id}, "$push": {"history": adapter_id}},
+        upsert=True,
+    )

@@ -1,0 +1,86 @@
+"""Which adapter answers for an author: the registry's active one, switched without a restart.
+
+The registry lives in the warehouse (infra/adapters.py). This keeps a copy of
+every author's active adapter id, read again every ``refresh_s`` and at once
+when an ``AdapterRegistered`` event arrives; a backend that holds adapters
+itself (local) loads each one the first time it is needed, while a remote one
+(TGI, OpenAI-compatible) is given the adapter id. An adapter that cannot be
+loaded here is reported once and the author is answered by the base model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from infra import adapters as registry
+from infra.warehouse import Document
+from llm.backend import Backend, LoadsAdapters
+from llm.errors import BackendError
+from schemas.training import AdapterRegistered
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 2.0
+
+
+class ActiveAdapters:
+    def __init__(
+        self, db: Database[Document], backend: Backend, *, refresh_s: float = REFRESH_S
+    ) -> None:
+        self._db = db
+        self._backend = backend
+        self._refresh_s = refresh_s
+        self._active: dict[str, str] = {}
+        self._read_at = float("-inf")
+        self._broken: set[str] = set()
+        self._loading = asyncio.Lock()
+
+    async def for_author(self, author: str) -> str | None:
+        if time.monotonic() - self._read_at > self._refresh_s:
+            await self._read()
+        adapter_id = self._active.get(author)
+        if adapter_id is None or adapter_id in self._broken:
+            return None
+        if isinstance(self._backend, LoadsAdapters) and adapter_id not in self._backend.adapters:
+            await self._load(adapter_id)
+        return None if adapter_id in self._broken else adapter_id
+
+    async def registered(self, adapter: AdapterRegistered) -> bool:
+        """An ``AdapterRegistered`` event: record it (the activation policy decides), re-read."""
+        activated = await asyncio.to_thread(registry.register, self._db, adapter, datetime.now(UTC))
+        log.info(
+            "adapter %s for %s: %s",
+            adapter.adapter_id,
+            adapter.author,
+            "active" if activated else "kept inactive (worse held-out perplexity)",
+        )
+        await self._read()
+        return activated
+
+    async def _read(self) -> None:
+        try:
+            self._active = await asyncio.to_thread(registry.active_ids, self._db)
+        except PyMongoError as error:  # keep answering with what was known
+            log.warning("cannot read the active adapters: %s", error)
+        self._read_at = time.monotonic()
+
+    async def _load(self, adapter_id: str) -> None:
+        assert isinstance(self._backend, LoadsAdapters)
+        async with self._loading:
+            if adapter_id in self._backend.adapters or adapter_id in self._broken:
+                return
+            try:
+                adapter = await asyncio.to_thread(registry.get, self._db, adapter_id)
+                await self._backend.add_adapter(adapter_id, Path(adapter.path))
+            except (BackendError, registry.UnknownAdapter, PyMongoError) as error:
+                log.warning(
+                    "adapter %s cannot be served, using the base model: %s", adapter_id, error
+                )
+                self._broken.add(adapter_id)
