@@ -13,6 +13,7 @@ from llm_twin import (
     schema_commands,
     serve_commands,
     stream_commands,
+    trainer_commands,
 )
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(infra_commands.app, name="infra")
 app.add_typer(schema_commands.app, name="schemas")
+app.add_typer(trainer_commands.adapters_app, name="adapters")
 app.command("crawl")(producer_commands.crawl_command)
 app.command("import")(producer_commands.import_command)
 app.command("forget")(producer_commands.forget_command)
@@ -35,6 +37,9 @@ app.command("reindex")(stream_commands.reindex_command)
 app.command("generate")(serve_commands.generate_command)
 app.command("serve")(serve_commands.serve_command)
 app.command("up")(serve_commands.up_command)
+app.command("snapshot")(trainer_commands.snapshot_command)
+app.command("train")(trainer_commands.train_command)
+app.command("eval")(trainer_commands.eval_command)
 
 
 def main() -> None:

@@ -1,0 +1,36 @@
+"""The trainer's settings (LLM_TWIN_TRAIN_*); which base model is llm.settings' LLM_TWIN_MODEL."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trainer.lora import TrainConfig
+
+
+class TrainSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_TWIN_TRAIN_", extra="ignore")
+
+    rank: int = Field(default=16, ge=1, le=512, description="LoRA rank")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha (scale = alpha / rank)")
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1, description="AdamW learning rate")
+    epochs: int = Field(default=2, ge=1, le=100, description="Passes over the training split")
+    batch_size: int = Field(default=4, ge=1, le=512, description="Examples per step")
+    max_seq_tokens: int = Field(
+        default=512, ge=16, le=32_768, description="Tokens per example, prompt included"
+    )
+    checkpoint_every: int = Field(default=50, ge=1, description="Steps between checkpoints")
+    seed: int = Field(default=0, description="Shuffling and LoRA initialisation")
+
+    def config(self, base_model: str) -> TrainConfig:
+        return TrainConfig(
+            base_model=base_model,
+            rank=self.rank,
+            alpha=self.alpha,
+            learning_rate=self.learning_rate,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            max_seq_tokens=self.max_seq_tokens,
+            checkpoint_every=self.checkpoint_every,
+            seed=self.seed,
+        )

@@ -1,0 +1,184 @@
+"""Dataset snapshots: an author's cleaned documents as instruction -> response pairs.
+
+The response is always the author's own text; the instruction is derived
+offline from the document's title, kind and platform (what a person would ask
+their twin to write). A document's side of the split is decided by a hash of
+its id alone, so it keeps its side in every later snapshot and is never in
+both. E-mail addresses and phone numbers are scrubbed; forgotten documents are
+not in the warehouse's cleaned documents any more, and a deletion record
+newer than a document's indexing excludes it as well.
+
+Files are JSON Lines (``datasets.load_dataset("json", data_files=...)`` reads
+them as they are), under ``LLM_TWIN_HOME/snapshots/<snapshot_id>/``, with a
+``manifest.json`` that is also the message published to
+``twin.dataset.snapshots``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo.database import Database
+
+from infra import warehouse
+from schemas.training import DatasetSnapshot, DocumentVersion, SnapshotFile, Split, SplitCounts
+
+# One document in five is held out: enough held-out text to measure perplexity and
+# style on a small author, and a document's side never changes (it is its id's hash).
+TEST_PERCENT = 20
+MANIFEST = "manifest.json"
+
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+# International or national numbers of 8+ digits with the usual separators; dates
+# (2026-11-30) and versions (1.2.3) have too few digits in a row to match.
+_PHONE = re.compile(r"(?<![\w.])\+?\d(?:[\s().-]{0,2}\d){7,14}(?![\w.])")
+_INSTRUCTIONS = {
+    "article": "Write an article for {platform} titled \u201c{title}\u201d.",
+    "post": "Write a {platform} post about {title}.",
+    "code": "Write the code for {title}.",
+    "message": "Write a message about {title}.",
+}
+
+
+class NothingToSnapshot(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Pair:
+    document_id: uuid.UUID
+    version: str
+    instruction: str
+    response: str
+    kind: str
+    platform: str
+    title: str
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "response": self.response,
+            "document_id": str(self.document_id),
+            "kind": self.kind,
+            "platform": self.platform,
+            "title": self.title,
+        }
+
+
+def split_of(document_id: uuid.UUID) -> Split:
+    """train or test, from the document id alone: stable across snapshots."""
+    bucket = int(hashlib.sha256(document_id.bytes).hexdigest()[:8], 16) % 100
+    return Split.TEST if bucket < TEST_PERCENT else Split.TRAIN
+
+
+def scrub(text: str) -> str:
+    """E-mail addresses and phone numbers replaced by placeholders."""
+    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+
+
+def instruction_for(kind: str, platform: str, title: str) -> str:
+    template = _INSTRUCTIONS.get(kind, "Write a {platform} text about {title}.")
+    return template.format(platform=_platform_name(platform), title=scrub(title.strip()))
+
+
+def _platform_name(platform: str) -> str:
+    known = {"linkedin": "LinkedIn", "x": "X", "twitter": "X", "github": "GitHub"}
+    return known.get(platform.lower(), platform.capitalize())
+
+
+def pairs_of(db: Database[warehouse.Document], author: str) -> list[Pair]:
+    """The author's current documents as pairs, oldest id first (a stable order)."""
+    forgotten = {
+        record["_id"]: record["deleted_at"]
+        for record in db[warehouse.DELETIONS].find({"author": author})
+    }
+    pairs = []
+    for record in db[warehouse.CLEANED_DOCUMENTS].find({"author": author}).sort("_id", 1):
+        deleted_at = forgotten.get(record["_id"])
+        if deleted_at is not None and deleted_at >= record["indexed_at"]:
+            continue
+        text = scrub(str(record["text"]).strip())
+        if not text:
+            continue
+        pairs.append(
+            Pair(
+                document_id=uuid.UUID(str(record["_id"])),
+                version=str(record["version"]),
+                instruction=instruction_for(record["kind"], record["platform"], record["title"]),
+                response=text,
+                kind=str(record["kind"]),
+                platform=str(record["platform"]),
+                title=str(record["title"]),
+            )
+        )
+    return pairs
+
+
+def build(
+    db: Database[warehouse.Document], author: str, root: Path, created_at: datetime
+) -> DatasetSnapshot:
+    """Write a snapshot of the author's documents under ``root``; raise if there are none."""
+    pairs = pairs_of(db, author)
+    if not pairs:
+        raise NothingToSnapshot(f"{author} has no documents in the warehouse")
+    content = hashlib.sha256()
+    for pair in pairs:
+        content.update(f"{pair.document_id}:{pair.version}\n".encode())
+    snapshot_id = f"{author}-{created_at:%Y%m%dT%H%M%SZ}-{content.hexdigest()[:8]}"
+    directory = root / snapshot_id
+    directory.mkdir(parents=True, exist_ok=True)
+    sides = {Split.TRAIN: [p for p in pairs if split_of(p.document_id) is Split.TRAIN]}
+    sides[Split.TEST] = [p for p in pairs if split_of(p.document_id) is Split.TEST]
+    files = [_write(directory, split, (p.row() for p in rows)) for split, rows in sides.items()]
+    snapshot = DatasetSnapshot(
+        snapshot_id=snapshot_id,
+        author=author,
+        created_at=created_at,
+        counts=SplitCounts(train=len(sides[Split.TRAIN]), test=len(sides[Split.TEST])),
+        path=str(directory),
+        documents=[
+            DocumentVersion(
+                document_id=p.document_id,
+                content_hash=p.version,
+                split="test" if split_of(p.document_id) is Split.TEST else "train",
+            )
+            for p in pairs
+        ],
+        files=files,
+    )
+    (directory / MANIFEST).write_text(snapshot.model_dump_json(indent=2), encoding="utf-8")
+    return snapshot
+
+
+def load(directory: Path) -> DatasetSnapshot:
+    return DatasetSnapshot.model_validate_json((directory / MANIFEST).read_text(encoding="utf-8"))
+
+
+def rows(snapshot: DatasetSnapshot, split: Split) -> list[dict[str, Any]]:
+    """One split's rows, checked against the manifest's hash."""
+    for file in snapshot.files:
+        if file.split is split:
+            path = Path(snapshot.path) / file.path
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != file.sha256:
+                raise ValueError(f"{path} does not match its manifest: it changed after writing")
+            return [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
+    return []
+
+
+def _write(directory: Path, split: Split, records: Iterable[dict[str, Any]]) -> SnapshotFile:
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    data = ("\n".join(lines) + "\n" if lines else "").encode("utf-8")
+    name = f"{split.value}.jsonl"
+    (directory / name).write_bytes(data)
+    return SnapshotFile(
+        split=split, path=name, sha256=hashlib.sha256(data).hexdigest(), rows=len(lines)
+    )
