@@ -40,6 +40,7 @@ app.command("up")(serve_commands.up_command)
 app.command("snapshot")(trainer_commands.snapshot_command)
 app.command("train")(trainer_commands.train_command)
 app.command("eval")(trainer_commands.eval_command)
+app.command("trainer")(trainer_commands.trainer_command)
 
 
 def main() -> None:

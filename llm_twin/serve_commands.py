@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -462,6 +462,10 @@ def up_command(
     ] = DEMO_AUTHOR,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind.")] = 8000,
+    with_trainer: Annotated[
+        bool,
+        typer.Option("--with-trainer", help="Also train every snapshot published (LoRA)."),
+    ] = False,
 ) -> None:
     """Everything on this machine: stack, ingestion, the twin's consumer and API, until Ctrl-C.
 
@@ -477,6 +481,7 @@ def up_command(
     if started_stack:
         typer.echo("starting the broker and warehouse…", err=True)
         localstack.up(settings)
+    stack_cleanup = ExitStack()
     try:
         connection = stack.require(settings)
         chosen = sources or [str(_project_docs())]
@@ -497,6 +502,8 @@ def up_command(
                 daemon=True,
             ).start()
 
+        if with_trainer:
+            stack_cleanup.enter_context(_trainer_thread(settings, connection))
         _run_service(
             settings,
             connection,
@@ -508,10 +515,37 @@ def up_command(
             on_ready=ready,
         )
     finally:
+        stack_cleanup.close()
         if started_stack:
             typer.echo("stopping the broker and warehouse…", err=True)
             localstack.down(settings)
     typer.echo("stopped", err=True)
+
+
+@contextmanager
+def _trainer_thread(settings: PlatformSettings, connection: stack.Stack) -> Iterator[None]:
+    """The trainer consumer beside everything else, stopped (after its step) on the way out."""
+    from llm_twin.trainer_commands import trainer_parts
+    from trainer.consumer import run
+
+    client = warehouse.connect(connection.mongodb_uri)
+    stop = threading.Event()
+    parts = trainer_parts(settings, connection, client[settings.mongodb_database])
+
+    def follow() -> None:
+        try:
+            run(parts, stop, on_adapter=lambda a: typer.echo(f"adapter {a.adapter_id}", err=True))
+        except Exception:  # reported; serving goes on without it
+            log.exception("the trainer stopped")
+
+    thread = threading.Thread(target=follow, name="llm-twin-trainer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=600)
+        client.close()
 
 
 def _announce_when_indexed(

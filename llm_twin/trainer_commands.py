@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,8 +23,8 @@ def snapshot_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Build a versioned dataset from the author's documents and announce it to the trainer."""
+    from infra.snapshots import NothingToSnapshot, build
     from schemas.topics import DATASET_SNAPSHOTS
-    from trainer.snapshot import NothingToSnapshot, build
 
     settings = PlatformSettings()
     connection = stack.require(settings)
@@ -65,10 +65,10 @@ def train_command(
     """LoRA fine-tuning on one snapshot, in the foreground (same snapshot and config: reused)."""
     from rich.progress import Progress
 
+    from infra import snapshots
     from llm.models import BUNDLED_MODEL_ID, ModelNotFound, resolve
     from llm.settings import LLMSettings
     from schemas.topics import MODELS
-    from trainer import snapshot as snapshots
     from trainer.lora import train
     from trainer.settings import TrainSettings
 
@@ -220,12 +220,12 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a twin on its snapshot's held-out documents: perplexity, style, retrieval."""
+    from infra import snapshots
     from llm.models import ModelNotFound, resolve
     from llm.settings import LLMSettings
     from llm_twin.serve_commands import live_server
     from llm_twin.stream_commands import _qdrant_api_key
     from streams.settings import IngestSettings
-    from trainer import snapshot as snapshots
     from trainer.evaluate import NothingToEvaluate, Retrieval, evaluate
     from vectorstore.embedder import Embedder
     from vectorstore.store import StoreBusy, VectorStore
@@ -300,3 +300,50 @@ def eval_command(
     typer.echo(f"  perplexity        base {perplexity['base']}  twin {perplexity['twin']}")
     typer.echo(f"  style similarity  base {styled['base']}  twin {styled['twin']}")
     typer.echo(f"  retrieval         hit@5 {found['hit_at_5']:.3f}  MRR {found['mrr']:.3f}")
+
+
+def trainer_parts(settings: PlatformSettings, connection: stack.Stack, db: Any) -> Any:
+    """What the trainer consumer needs, from settings (exit 1 on bad ones)."""
+    from llm.models import BUNDLED_MODEL_ID, ModelNotFound, resolve
+    from llm.settings import LLMSettings
+    from trainer.consumer import TrainerParts
+    from trainer.settings import TrainSettings
+
+    try:
+        llm = LLMSettings()
+        base = resolve(llm.model, settings.home)
+        config = TrainSettings().config(base)
+    except (ValidationError, ModelNotFound) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    return TrainerParts(
+        bootstrap_servers=connection.bootstrap_servers,
+        one_record_per_batch=connection.one_record_per_batch,
+        db=db,
+        adapters_root=settings.home / "adapters",
+        config=config,
+        base_model_name=llm.model or BUNDLED_MODEL_ID,
+    )
+
+
+def trainer_command() -> None:
+    """Train every snapshot announced on twin.dataset.snapshots, until Ctrl-C."""
+    import signal
+    import threading
+
+    from trainer.consumer import run
+
+    settings = PlatformSettings()
+    connection = stack.require(settings)
+    client = warehouse.connect(connection.mongodb_uri)
+    stop = threading.Event()
+    try:
+        parts = trainer_parts(settings, connection, client[settings.mongodb_database])
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        typer.echo("training each new snapshot; Ctrl-C stops", err=True)
+        run(parts, stop, on_adapter=lambda a: typer.echo(f"adapter {a.adapter_id}", err=True))
+    except KeyboardInterrupt:
+        typer.echo("trainer stopped", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        client.close()

@@ -29,6 +29,7 @@ from streams.dataflow import build_flow
 from streams.items import Incoming
 from streams.settings import IngestSettings
 from streams.sinks import DeadLetters, DeadLetterSink, Progress, StoreSink, StoreWriter
+from streams.snapshots import SnapshotTrigger
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
 
@@ -213,9 +214,17 @@ def run(
         db = client[connections.mongodb_database]
         progress = Progress(db, connections.incarnation_id)
         dead_letters = DeadLetters(publisher, progress)
+        trigger = (
+            SnapshotTrigger(db, publisher, home / "snapshots", settings.snapshot_every)
+            if settings.snapshot_every
+            else None
+        )
+        writer = StoreWriter(
+            store, db, embedder.model_name, progress, dead_letters.send, on_indexed=trigger
+        )
         flow = build_flow(
             source,
-            StoreSink(StoreWriter(store, db, embedder.model_name, progress, dead_letters.send)),
+            StoreSink(writer),
             DeadLetterSink(dead_letters),
             encoder=embedder,
             counter=EmbedderTokens(embedder),

@@ -36,6 +36,9 @@ class IngestSettings(BaseSettings):
     # at most this much (the sinks are idempotent, so a replay only costs time).
     epoch_s: int = Field(default=1, ge=1, le=60, description="Seconds between snapshots")
     workers: int = Field(default=1, ge=1, le=32, description="Dataflow worker threads")
+    # 0: off. With N, every N newly indexed documents of an author publish a dataset
+    # snapshot for the trainer (streams/snapshots.py).
+    snapshot_every: int = Field(default=0, ge=0, description="Documents per automatic snapshot")
 
     @model_validator(mode="after")
     def _overlap_within_chunk(self) -> IngestSettings:

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -99,8 +99,10 @@ class StoreWriter:
         model: str,
         progress: Progress,
         dead_letter: Callable[[DeadLetter], None],
+        on_indexed: Callable[[Counter[str]], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_indexed = on_indexed
         self.db = db
         self.model = model
         self.progress = progress
@@ -172,6 +174,8 @@ class StoreWriter:
         self.progress.record(
             (i.incoming.topic, i.incoming.partition, i.incoming.offset) for i in items
         )
+        if self.on_indexed is not None and indexed:
+            self.on_indexed(Counter(i.prepared.document.author.slug for i in indexed))
 
     def _delete(
         self,

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from infra import snapshots
 from llm.prompt import Passage, build_messages
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
-from trainer import snapshot as snapshots
 from trainer import style
 from trainer.lora import TrainConfig, example, load_base, mean_loss
 from vectorstore.embedder import Embedder

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra import snapshots
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
-from trainer import snapshot as snapshots
 
 RESULT = "training.json"
 IGNORE = -100  # labels the loss skips: the prompt, the padding

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infra import warehouse
+from infra import snapshots, warehouse
 from schemas.training import Split
 from streams.chunk import Chunk
 from streams.sinks import points_of
 from tests import tiny_model
 from tests.trainer.test_training import PROJECTIONS, index
-from trainer import snapshot as snapshots
 from trainer.evaluate import NothingToEvaluate, Retrieval, evaluate
 from trainer.lora import TrainConfig, train
 from vectorstore.embedder import Embedder

@@ -18,13 +18,12 @@ import pytest
 import torch
 from pymongo.database import Database
 
-from infra import localstack, warehouse
+from infra import localstack, snapshots, warehouse
 from infra.settings import PlatformSettings
 from schemas.documents import Author, DocumentKind, RawDocument
 from schemas.training import Split
 from tests import tiny_model
 from tests.support import run_cli
-from trainer import snapshot as snapshots
 from trainer.lora import TrainConfig, train
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

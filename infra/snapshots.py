@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from infra import warehouse
@@ -35,6 +36,8 @@ from schemas.training import DatasetSnapshot, DocumentVersion, SnapshotFile, Spl
 # style on a small author, and a document's side never changes (it is its id's hash).
 TEST_PERCENT = 20
 MANIFEST = "manifest.json"
+# {_id: author, new_documents: n}: documents indexed since the author's last triggered snapshot.
+SNAPSHOT_COUNTERS = "snapshot_counters"
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # International or national numbers of 8+ digits with the usual separators; dates
@@ -182,3 +185,23 @@ def _write(directory: Path, split: Split, records: Iterable[dict[str, Any]]) -> 
     return SnapshotFile(
         split=split, path=name, sha256=hashlib.sha256(data).hexdigest(), rows=len(lines)
     )
+
+
+def count_new(db: Database[warehouse.Document], author: str, documents: int, every: int) -> bool:
+    """Count ``documents`` newly indexed for ``author``; True (and the count restarts) at ``every``.
+
+    One atomic update per call, so concurrent writers never both see the threshold.
+    """
+    record = db[SNAPSHOT_COUNTERS].find_one_and_update(
+        {"_id": author},
+        {"$inc": {"new_documents": documents}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    if record is None or int(record["new_documents"]) < every:
+        return False
+    reset = db[SNAPSHOT_COUNTERS].update_one(
+        {"_id": author, "new_documents": record["new_documents"]},
+        {"$inc": {"new_documents": -every}},
+    )
+    return reset.modified_count == 1

@@ -1,0 +1,111 @@
+"""The trainer as a consumer of twin.dataset.snapshots, on the real local stack."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from infra import adapters as registry
+from infra import kafka, localstack, snapshots, warehouse
+from infra.settings import PlatformSettings
+from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS, MODELS
+from schemas.training import AdapterRegistered
+from tests import tiny_model
+from tests.serving.test_consumer import dead_letters_with_key
+from tests.support import topic_ends
+from tests.trainer.test_training import PROJECTIONS, index, voice_text
+from trainer.consumer import TrainerParts, run
+from trainer.lora import TrainConfig
+
+
+def test_each_announced_snapshot_becomes_a_registered_adapter(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    home = tmp_path_factory.mktemp("trainer-consumer-home")
+    settings = PlatformSettings(home=home)
+    localstack.up(settings)
+    stop = threading.Event()
+    trainer: threading.Thread | None = None
+    try:
+        endpoints = localstack.endpoints(settings)
+        bootstrap, uri = endpoints.kafka_bootstrap_servers, endpoints.mongodb_uri
+        assert bootstrap is not None and uri is not None
+        client = warehouse.connect(uri)
+        db = client["llm_twin"]
+        author = f"zed-{uuid.uuid4().hex[:6]}"
+        index(db, author, [voice_text(random.Random(6)) for _ in range(12)])
+        built = snapshots.build(db, author, home / "snapshots", datetime.now(UTC))
+        model = tiny_model.build(home / "model")
+        parts = TrainerParts(
+            bootstrap_servers=bootstrap,
+            one_record_per_batch=True,
+            db=db,
+            adapters_root=home / "adapters",
+            config=TrainConfig(
+                base_model=str(model),
+                rank=4,
+                epochs=1,
+                max_seq_tokens=96,
+                target_modules=[*PROJECTIONS, "lm_head"],
+            ),
+            base_model_name="tiny",
+        )
+        seen: list[AdapterRegistered] = []
+        trainer = threading.Thread(
+            target=run, args=(parts, stop), kwargs={"on_adapter": seen.append}, daemon=True
+        )
+        trainer.start()
+        letters_from = topic_ends(bootstrap, DEAD_LETTERS.name)
+        models_from = topic_ends(bootstrap, MODELS.name)
+        with kafka.Publisher(kafka.make_producer(bootstrap, one_record_per_batch=True)) as p:
+            # One whose files are on no disk here, then a real one: the first is
+            # dead-lettered and the stream flows on to the second.
+            missing = built.model_copy(update={"path": str(home / "elsewhere")})
+            p.publish(DATASET_SNAPSHOTS, "ghost", missing)
+            p.publish(DATASET_SNAPSHOTS, author, built)
+        deadline = time.monotonic() + 120
+        while not seen and time.monotonic() < deadline:
+            assert trainer.is_alive()
+            time.sleep(0.2)
+        assert seen, "no adapter was trained"
+        adapter = seen[0]
+        assert adapter.snapshot_id == built.snapshot_id
+        assert Path(adapter.path, "adapter_config.json").is_file()
+        active = registry.active(db, author)
+        assert active is not None and active.adapter_id == adapter.adapter_id
+        letters = dead_letters_with_key(bootstrap, letters_from, "ghost")
+        assert letters and letters[0].stage == "train"
+        assert "not on this machine" in letters[0].reason
+        announced = _models_since(bootstrap, models_from)
+        assert [a.adapter_id for a in announced] == [adapter.adapter_id]
+        client.close()
+    finally:
+        stop.set()
+        if trainer is not None:
+            trainer.join(timeout=30)  # it closes its clients before the broker goes
+        localstack.down(settings)
+
+
+def _models_since(bootstrap: str, since: dict[int, int]) -> list[AdapterRegistered]:
+    from confluent_kafka import TopicPartition
+
+    from schemas.serde import decode
+
+    consumer = kafka.make_consumer(bootstrap, f"test-{uuid.uuid4()}", latency_sensitive=True)
+    consumer.assign([TopicPartition(MODELS.name, p, o) for p, o in since.items()])
+    found: list[AdapterRegistered] = []
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline and not found:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                found.append(decode(MODELS, message.value()))
+    finally:
+        consumer.close()
+    return found

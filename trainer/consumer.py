@@ -1,0 +1,121 @@
+"""The trainer as a consumer of ``twin.dataset.snapshots``: each snapshot becomes an adapter.
+
+One message at a time (training takes the machine): load the snapshot's
+manifest, train (or reuse) the adapter, record it in the registry, announce it
+on ``twin.models``, and only then store the message's offset, so a trainer
+killed mid-training trains that snapshot again when it restarts (from its
+last checkpoint). A snapshot that cannot be trained (its files are missing
+here, it has no training rows, they changed after writing) goes to the
+dead-letter topic with the reason, and the next one is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Message
+from pymongo.database import Database
+
+from infra import adapters as registry
+from infra import kafka, snapshots
+from infra.warehouse import Document
+from schemas.dead_letters import DeadLetter
+from schemas.serde import DecodeError, decode
+from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS, MODELS
+from schemas.training import AdapterRegistered, DatasetSnapshot
+from trainer.lora import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+GROUP = "llm-twin-trainer"
+_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class TrainerParts:
+    bootstrap_servers: str
+    one_record_per_batch: bool
+    db: Database[Document]
+    adapters_root: Path
+    config: TrainConfig
+    base_model_name: str
+
+
+def run(
+    parts: TrainerParts,
+    stop: threading.Event,
+    *,
+    on_adapter: Callable[[AdapterRegistered], None] = lambda adapter: None,
+) -> None:
+    """Consume snapshots until ``stop`` is set."""
+    consumer = kafka.make_consumer(parts.bootstrap_servers, GROUP, latency_sensitive=False)
+    publisher = kafka.Publisher(
+        kafka.make_producer(
+            parts.bootstrap_servers,
+            "llm-twin-trainer",
+            one_record_per_batch=parts.one_record_per_batch,
+        )
+    )
+    try:
+        consumer.subscribe([DATASET_SNAPSHOTS.name])
+        while not stop.is_set():
+            message = consumer.poll(_POLL_S)
+            if message is None or message.error() is not None:
+                continue
+            adapter = _handle(message, parts, publisher)
+            if adapter is not None:
+                on_adapter(adapter)
+            consumer.store_offsets(message)
+    finally:
+        consumer.close()
+        publisher.close()
+
+
+def _handle(
+    message: Message, parts: TrainerParts, publisher: kafka.Publisher
+) -> AdapterRegistered | None:
+    def reject(stage: str, reason: str) -> None:
+        log.warning("snapshot at offset %s rejected: %s", message.offset(), reason)
+        letter = DeadLetter.for_message(
+            topic=message.topic() or DATASET_SNAPSHOTS.name,
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=message.key(),
+            value=message.value(),
+            stage=stage,
+            reason=reason,
+        )
+        publisher.publish(DEAD_LETTERS, message.key(), letter)
+        publisher.flush()
+
+    try:
+        announced: DatasetSnapshot = decode(DATASET_SNAPSHOTS, message.value())
+    except DecodeError as error:
+        reject("decode", str(error))
+        return None
+    directory = Path(announced.path)
+    if not (directory / snapshots.MANIFEST).is_file():
+        reject("train", f"the snapshot's files are not on this machine: {directory}")
+        return None
+    try:
+        result = train(
+            snapshots.load(directory),
+            parts.config,
+            parts.adapters_root,
+            base_model_name=parts.base_model_name,
+        )
+    except ValueError as error:  # no training rows, files changed after writing
+        reject("train", str(error))
+        return None
+    adapter = result.adapter
+    registry.register(parts.db, adapter, datetime.now(UTC))
+    if not result.reused:
+        publisher.publish(MODELS, adapter.author, adapter)
+        publisher.flush()  # announced before the offset moves on
+    log.info("%s: adapter %s", announced.snapshot_id, adapter.adapter_id)
+    return adapter
