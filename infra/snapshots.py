@@ -16,11 +16,12 @@ them as they are), under ``LLM_TWIN_HOME/snapshots/<snapshot_id>/``, with a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -126,12 +127,30 @@ def pairs_of(db: Database[warehouse.Document], author: str) -> list[Pair]:
 
 
 def build(
-    db: Database[warehouse.Document], author: str, root: Path, created_at: datetime
+    db: Database[warehouse.Document],
+    author: str,
+    root: Path,
+    created_at: datetime,
+    *,
+    instruct: Callable[[list[Pair]], list[str]] | None = None,
+    reject: Callable[[list[str]], list[str]] | None = None,
 ) -> DatasetSnapshot:
-    """Write a snapshot of the author's documents under ``root``; raise if there are none."""
+    """Write a snapshot of the author's documents under ``root``; raise if there are none.
+
+    ``instruct``: instructions written by a model for these pairs (``--llm-instructions``;
+    an empty one keeps the derived instruction). ``reject``: the base model's answers to
+    these instructions, making preference pairs of the training side (``--preferences``:
+    chosen, the author's text; rejected, the base model's).
+    """
     pairs = pairs_of(db, author)
     if not pairs:
         raise NothingToSnapshot(f"{author} has no documents in the warehouse")
+    if instruct is not None:
+        written = instruct(pairs)
+        pairs = [
+            dataclasses.replace(pair, instruction=scrub(text.strip()) or pair.instruction)
+            for pair, text in zip(pairs, written, strict=True)
+        ]
     content = hashlib.sha256()
     for pair in pairs:
         content.update(f"{pair.document_id}:{pair.version}\n".encode())
@@ -141,11 +160,29 @@ def build(
     sides = {Split.TRAIN: [p for p in pairs if split_of(p.document_id) is Split.TRAIN]}
     sides[Split.TEST] = [p for p in pairs if split_of(p.document_id) is Split.TEST]
     files = [_write(directory, split, (p.row() for p in rows)) for split, rows in sides.items()]
+    preferences = 0
+    if reject is not None:
+        chosen = sides[Split.TRAIN]
+        rejected = reject([pair.instruction for pair in chosen])
+        rows_ = [
+            {
+                "instruction": pair.instruction,
+                "chosen": pair.response,
+                "rejected": answer,
+                "document_id": str(pair.document_id),
+            }
+            for pair, answer in zip(chosen, rejected, strict=True)
+            if answer.strip()
+        ]
+        files.append(_write(directory, Split.PREFERENCE, rows_))
+        preferences = len(rows_)
     snapshot = DatasetSnapshot(
         snapshot_id=snapshot_id,
         author=author,
         created_at=created_at,
-        counts=SplitCounts(train=len(sides[Split.TRAIN]), test=len(sides[Split.TEST])),
+        counts=SplitCounts(
+            train=len(sides[Split.TRAIN]), test=len(sides[Split.TEST]), preference=preferences
+        ),
         path=str(directory),
         documents=[
             DocumentVersion(

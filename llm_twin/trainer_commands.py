@@ -58,8 +58,32 @@ def snapshot_command(
         typer.echo(f"  {snapshot.path}")
 
 
+def _model_writers(settings: PlatformSettings, instructions: bool, preferences: bool) -> Any:
+    """The configured model as instruction writer and as the preference pairs' rejected side."""
+    if not (instructions or preferences):
+        return None, None
+    from llm.errors import BackendError
+    from llm.models import ModelNotFound
+    from llm.select import open_backend
+    from llm.settings import LLMSettings
+    from trainer.generate import base_answers, instruction_writer
+
+    try:
+        backend = open_backend(LLMSettings(), settings.home)
+    except (BackendError, ModelNotFound, ValidationError) as error:
+        typer.echo(f"cannot load the model: {error}", err=True)
+        raise typer.Exit(1) from None
+    return (
+        instruction_writer(backend) if instructions else None,
+        base_answers(backend) if preferences else None,
+    )
+
+
 def train_command(
     snapshot_id: Annotated[str, typer.Option("--snapshot", help="The snapshot to train on.")],
+    dpo: Annotated[
+        bool, typer.Option("--dpo", help="Then DPO on the snapshot's preference pairs.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """LoRA fine-tuning on one snapshot, in the foreground (same snapshot and config: reused)."""
@@ -82,6 +106,8 @@ def train_command(
     try:
         llm = LLMSettings()
         training = TrainSettings()
+        if dpo:
+            training = training.model_copy(update={"dpo": True})
         base = resolve(llm.model, settings.home)
     except (ValidationError, ModelNotFound) as error:
         typer.echo(str(error), err=True)

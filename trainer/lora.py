@@ -31,6 +31,8 @@ from infra import snapshots
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
 
 RESULT = "training.json"
+# The system message of every training example (and of the preference pairs' answers).
+SYSTEM_PROMPT = "You write in your own voice."
 IGNORE = -100  # labels the loss skips: the prompt, the padding
 
 
@@ -49,7 +51,13 @@ class TrainConfig:
     max_seq_tokens: int = 512
     checkpoint_every: int = 50
     seed: int = 0
-    system_prompt: str = "You write in your own voice."
+    system_prompt: str = SYSTEM_PROMPT
+    # The second stage, on when asked: DPO on the snapshot's preference pairs, the
+    # base model (adapter disabled) as the reference, as TRL does for peft models.
+    dpo: bool = False
+    dpo_beta: float = 0.1
+    dpo_epochs: int = 1
+    dpo_learning_rate: float = 5e-5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def digest(self, snapshot: DatasetSnapshot) -> str:
@@ -94,8 +102,14 @@ def train(
     torch.manual_seed(config.seed)
     train_rows = snapshots.rows(snapshot, Split.TRAIN)
     test_rows = snapshots.rows(snapshot, Split.TEST)
+    preference_rows = snapshots.rows(snapshot, Split.PREFERENCE) if config.dpo else []
     if not train_rows:
         raise ValueError(f"{snapshot.snapshot_id} has no training rows")
+    if config.dpo and not preference_rows:
+        raise ValueError(
+            f"{snapshot.snapshot_id} has no preference pairs: build it with "
+            "`llm-twin snapshot --preferences` to train with DPO"
+        )
 
     # -- 2. base model --------------------------------------------------------------------
     model, tokenizer = load_base(config.base_model)
@@ -152,6 +166,9 @@ def train(
         progress(step, total, train_losses[-1])
         if step % config.checkpoint_every == 0 and step < total:
             _checkpoint(model, optimizer, step, checkpoints)
+
+    # -- 4b. DPO, when asked --------------------------------------------------------------
+    dpo_loss = _dpo(model, preference_rows, tokenizer, config, device) if config.dpo else None
     model.eval()
 
     # -- 5. held-out loss --------------------------------------------------------------------
@@ -180,6 +197,8 @@ def train(
         "base_eval_loss": base_eval_loss,
         "base_eval_perplexity": math.exp(base_eval_loss) if base_eval_loss is not None else None,
         "steps": total,
+        "dpo_pairs": len(preference_rows),
+        "dpo_loss": dpo_loss,
         "train_examples": len(train_examples),
         "test_examples": len(test_examples),
         "config": asdict(config),
@@ -302,6 +321,52 @@ def mean_loss(
             total += float(loss)
             tokens += int((targets != IGNORE).sum())
     return total / tokens if tokens else None
+
+
+def _dpo(
+    model: Any, rows: list[dict[str, Any]], tokenizer: Any, config: TrainConfig, device: Any
+) -> float:
+    """Direct preference optimisation of the adapter; the last epoch's mean loss."""
+    import torch
+
+    pairs = [
+        (
+            example(row | {"response": row["chosen"]}, tokenizer, config),
+            example(row | {"response": row["rejected"]}, tokenizer, config),
+        )
+        for row in rows
+    ]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.dpo_learning_rate)
+    model.train()
+    losses: list[float] = []
+    for _ in range(config.dpo_epochs):
+        losses = []
+        for start in range(0, len(pairs), config.batch_size):
+            batch = pairs[start : start + config.batch_size]
+            chosen = _collate([c for c, _ in batch], tokenizer, device)
+            rejected = _collate([r for _, r in batch], tokenizer, device)
+            with torch.no_grad(), model.disable_adapter():
+                reference = _sequence_logprob(model, chosen) - _sequence_logprob(model, rejected)
+            policy = _sequence_logprob(model, chosen) - _sequence_logprob(model, rejected)
+            loss = -torch.nn.functional.logsigmoid(config.dpo_beta * (policy - reference)).mean()
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+def _sequence_logprob(model: Any, inputs: dict[str, Any]) -> Any:
+    """Sum of the log-probabilities of each sequence's labelled (response) tokens."""
+    import torch
+
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+    targets = inputs["labels"][:, 1:]
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * (targets != IGNORE)).sum(-1)
 
 
 def _checkpoint(model: Any, optimizer: Any, step: int, directory: Path) -> None:

@@ -21,6 +21,8 @@ class TrainSettings(BaseSettings):
     )
     checkpoint_every: int = Field(default=50, ge=1, description="Steps between checkpoints")
     seed: int = Field(default=0, description="Shuffling and LoRA initialisation")
+    dpo: bool = Field(default=False, description="A DPO stage on the snapshot's preference pairs")
+    dpo_beta: float = Field(default=0.1, gt=0, description="DPO's beta")
 
     def config(self, base_model: str) -> TrainConfig:
         return TrainConfig(
@@ -33,4 +35,6 @@ class TrainSettings(BaseSettings):
             max_seq_tokens=self.max_seq_tokens,
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
+            dpo=self.dpo,
+            dpo_beta=self.dpo_beta,
         )
