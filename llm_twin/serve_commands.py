@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from serving.keys import ApiKeys
     from serving.server import Parts
     from serving.settings import ServingSettings
+    from vectorstore.embedder import Embedder
+    from vectorstore.store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -180,26 +182,20 @@ def _run_service(
     from llm.models import ModelNotFound
     from llm.select import open_backend
     from llm.settings import LLMSettings
-    from llm_twin.stream_commands import _connections, _qdrant_api_key
+    from llm_twin.stream_commands import _connections
     from serving.server import Parts, serve
     from streams.run import run as run_dataflow
     from streams.settings import IngestSettings
     from vectorstore.embedder import Embedder
-    from vectorstore.store import StoreBusy, VectorStore
 
     ingest_settings = IngestSettings()
     embedder = Embedder.load(ingest_settings.embedding_model)
-    try:
-        store = VectorStore.open(
-            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
-        )
-    except StoreBusy:
-        typer.echo(
-            "another process (an `ingest`) holds the vector store: stop it first; "
-            "serve runs the ingestion dataflow itself",
-            err=True,
-        )
-        raise typer.Exit(1) from None
+    store = _open_store(
+        settings,
+        embedder,
+        busy="another process (an `ingest`) holds the vector store: stop it first; "
+        "serve runs the ingestion dataflow itself",
+    )
     client = warehouse.connect(connection.mongodb_uri)
     stop = threading.Event()
     dataflow: threading.Thread | None = None
@@ -255,6 +251,20 @@ def _run_service(
             dataflow.join(timeout=60)
         client.close()
         store.close()
+
+
+def _open_store(settings: PlatformSettings, embedder: Embedder, *, busy: str) -> VectorStore:
+    """The vector store, or exit 1 with ``busy`` when another process holds it."""
+    from llm_twin.stream_commands import _qdrant_api_key
+    from vectorstore.store import StoreBusy, VectorStore
+
+    try:
+        return VectorStore.open(
+            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
+        )
+    except StoreBusy:
+        typer.echo(busy, err=True)
+        raise typer.Exit(1) from None
 
 
 def serve_command(
@@ -393,25 +403,18 @@ async def _consumer_unless_served(
     from llm.models import ModelNotFound
     from llm.select import open_backend
     from llm.settings import LLMSettings
-    from llm_twin.stream_commands import _qdrant_api_key
     from serving.consumer import RetrievalConsumer
     from serving.server import Parts, build_answerer
     from streams.settings import IngestSettings
     from vectorstore.embedder import Embedder
-    from vectorstore.store import StoreBusy, VectorStore
 
     embedder = Embedder.load(IngestSettings().embedding_model)
-    try:
-        store = VectorStore.open(
-            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
-        )
-    except StoreBusy:
-        typer.echo(
-            "a running `ingest` holds the vector store: start `llm-twin serve` instead "
-            "(it ingests too), then generate through it",
-            err=True,
-        )
-        raise typer.Exit(1) from None
+    store = _open_store(
+        settings,
+        embedder,
+        busy="a running `ingest` holds the vector store: start `llm-twin serve` instead "
+        "(it ingests too), then generate through it",
+    )
     client = warehouse.connect(connection.mongodb_uri)
     try:
         try:

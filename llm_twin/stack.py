@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import typer
+from pymongo.database import Database
 
-from infra import localstack
+from infra import localstack, warehouse
 from infra.settings import PlatformSettings
 
 NO_STACK = 3
@@ -31,3 +35,13 @@ def require(settings: PlatformSettings) -> Stack:
         endpoints.kafka_embedded if per_batch is None else per_batch,
         endpoints.mongodb_uri,
     )
+
+
+@contextmanager
+def warehouse_db(settings: PlatformSettings, connection: Stack) -> Iterator[Database[Any]]:
+    """The warehouse's database, its client closed on the way out."""
+    client = warehouse.connect(connection.mongodb_uri)
+    try:
+        yield client[settings.mongodb_database]
+    finally:
+        client.close()

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from confluent_kafka import KafkaError, TopicPartition
 from pydantic import ValidationError
-from pymongo.database import Database
 from rich.console import Console
 from rich.table import Table
 
@@ -80,7 +77,7 @@ def ingest_command(
             typer.echo(
                 "a running dataflow owns the vector store: waiting for it to catch up", err=True
             )
-            with _warehouse(settings, connection) as db:
+            with stack.warehouse_db(settings, connection) as db:
                 if lag.wait_until_caught_up(
                     connections.bootstrap_servers,
                     db,
@@ -105,15 +102,6 @@ def _ingest_settings() -> IngestSettings:
         reasons = "; ".join(str(e["msg"]) for e in error.errors())
         typer.echo(f"bad ingest settings: {reasons}", err=True)
         raise typer.Exit(1) from None
-
-
-@contextmanager
-def _warehouse(settings: PlatformSettings, connection: stack.Stack) -> Iterator[Database[Any]]:
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        yield client[settings.mongodb_database]
-    finally:
-        client.close()
 
 
 def search_command(
@@ -170,7 +158,7 @@ def status_command(as_json: JsonFlag = False) -> None:
     settings = PlatformSettings()
     connection = stack.require(settings)
     bootstrap = connection.bootstrap_servers
-    with _warehouse(settings, connection) as db:
+    with stack.warehouse_db(settings, connection) as db:
         authors = {
             row["_id"]: {"documents": row["documents"], "chunks": row["chunks"]}
             for row in db[warehouse.CLEANED_DOCUMENTS].aggregate(
@@ -293,7 +281,7 @@ def reindex_command(
     except (ValueError, StoreBusy) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
-    with store, _warehouse(settings, connection) as db:
+    with store, stack.warehouse_db(settings, connection) as db:
         authors = authors_to_rebuild(db, store, author)
         if not authors:
             whose = f" of {author}" if author else ""

@@ -20,6 +20,17 @@ NOTHING = 2
 
 def snapshot_command(
     author: Annotated[str, typer.Option("--author", help="The twin's author slug.")],
+    llm_instructions: Annotated[
+        bool,
+        typer.Option("--llm-instructions", help="Instructions written by the configured model."),
+    ] = False,
+    preferences: Annotated[
+        bool,
+        typer.Option(
+            "--preferences",
+            help="Preference pairs: the author's text over the base model's (slow on a CPU).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Build a versioned dataset from the author's documents and announce it to the trainer."""
@@ -28,16 +39,20 @@ def snapshot_command(
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        db = client[settings.mongodb_database]
+    instruct, reject = _model_writers(settings, llm_instructions, preferences)
+    with stack.warehouse_db(settings, connection) as db:
         try:
-            snapshot = build(db, author, settings.home / "snapshots", datetime.now(UTC))
+            snapshot = build(
+                db,
+                author,
+                settings.home / "snapshots",
+                datetime.now(UTC),
+                instruct=instruct,
+                reject=reject,
+            )
         except NothingToSnapshot as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(NOTHING) from None
-    finally:
-        client.close()
     producer = kafka.make_producer(
         connection.bootstrap_servers, one_record_per_batch=connection.one_record_per_batch
     )
@@ -132,11 +147,8 @@ def train_command(
     adapter = result.adapter
     # Recorded here as well as by a serving consumer of twin.models (the registry is
     # idempotent): `adapters list` knows it even when nothing serves.
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        active = registry.register(client[settings.mongodb_database], adapter, datetime.now(UTC))
-    finally:
-        client.close()
+    with stack.warehouse_db(settings, connection) as db:
+        active = registry.register(db, adapter, datetime.now(UTC))
     if not result.reused:
         producer = kafka.make_producer(
             connection.bootstrap_servers, one_record_per_batch=connection.one_record_per_batch
@@ -175,11 +187,8 @@ def adapters_list(
     """Every adapter, oldest first, with its scores and whether it is its author's active one."""
     settings = PlatformSettings()
     connection = stack.require(settings)
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        found = registry.adapters_of(client[settings.mongodb_database], author)
-    finally:
-        client.close()
+    with stack.warehouse_db(settings, connection) as db:
+        found = registry.adapters_of(db, author)
     rows = [
         {
             "adapter_id": r.adapter.adapter_id,
@@ -206,14 +215,12 @@ def adapters_activate(
     """Serve this adapter for its author from now on, whatever its scores."""
     settings = PlatformSettings()
     connection = stack.require(settings)
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        adapter = registry.activate(client[settings.mongodb_database], adapter_id)
-    except registry.UnknownAdapter as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(NOTHING) from None
-    finally:
-        client.close()
+    with stack.warehouse_db(settings, connection) as db:
+        try:
+            adapter = registry.activate(db, adapter_id)
+        except registry.UnknownAdapter as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(NOTHING) from None
     typer.echo(f"{adapter.author} is answered by {adapter.adapter_id}")
 
 
@@ -224,14 +231,12 @@ def adapters_rollback(
     """Back to the adapter that was active before the current one (or the base model)."""
     settings = PlatformSettings()
     connection = stack.require(settings)
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        previous = registry.rollback(client[settings.mongodb_database], author)
-    except registry.UnknownAdapter as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(NOTHING) from None
-    finally:
-        client.close()
+    with stack.warehouse_db(settings, connection) as db:
+        try:
+            previous = registry.rollback(db, author)
+        except registry.UnknownAdapter as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(NOTHING) from None
     now = previous.adapter_id if previous else "the base model"
     typer.echo(f"{author} is answered by {now}")
 
@@ -258,9 +263,7 @@ def eval_command(
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    client = warehouse.connect(connection.mongodb_uri)
-    try:
-        db = client[settings.mongodb_database]
+    with stack.warehouse_db(settings, connection) as db:
         try:
             if adapter_id is not None:
                 adapter = registry.get(db, adapter_id)
@@ -273,8 +276,6 @@ def eval_command(
             typer.echo(str(error), err=True)
             raise typer.Exit(NOTHING) from None
         name = warehouse.display_name(db, author) or author
-    finally:
-        client.close()
     directory = settings.home / "snapshots" / adapter.snapshot_id
     if not (directory / snapshots.MANIFEST).is_file():
         typer.echo(f"the snapshot {adapter.snapshot_id} is not under {directory.parent}", err=True)
@@ -290,6 +291,7 @@ def eval_command(
     except (ValidationError, ModelNotFound) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    judge = _judge()
     embedder = Embedder.load(IngestSettings().embedding_model)
     try:
         store = VectorStore.open(
@@ -307,6 +309,7 @@ def eval_command(
             author_name=name,
             max_samples=max_samples,
             max_new_tokens=max_new_tokens,
+            judge=judge,
             progress=lambda step: None if as_json else typer.echo(f"{step}…", err=True),
         )
     except NothingToEvaluate as error:
@@ -326,6 +329,31 @@ def eval_command(
     typer.echo(f"  perplexity        base {perplexity['base']}  twin {perplexity['twin']}")
     typer.echo(f"  style similarity  base {styled['base']}  twin {styled['twin']}")
     typer.echo(f"  retrieval         hit@5 {found['hit_at_5']:.3f}  MRR {found['mrr']:.3f}")
+    if report["judge"] is not None:
+        judged = report["judge"]
+        typer.echo(f"  judge (1-5)       base {judged['base']}  twin {judged['twin']}")
+
+
+def _judge() -> Any:
+    """The configured LLM judge, or None (LLM_TWIN_JUDGE_BACKEND unset)."""
+    from llm.remote import OpenAIBackend, TgiBackend
+    from trainer.judge import judge_with
+    from trainer.settings import JudgeSettings
+
+    try:
+        settings = JudgeSettings()
+    except ValidationError as error:
+        typer.echo(f"bad judge settings: {error.errors()[0]['msg']}", err=True)
+        raise typer.Exit(1) from None
+    if settings.backend is None:
+        return None
+    if not settings.url:
+        typer.echo("LLM_TWIN_JUDGE_URL is needed with LLM_TWIN_JUDGE_BACKEND", err=True)
+        raise typer.Exit(1)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    if settings.backend == "tgi":
+        return judge_with(TgiBackend(settings.url, api_key=key))
+    return judge_with(OpenAIBackend(settings.url, model=settings.model, api_key=key))
 
 
 def trainer_parts(settings: PlatformSettings, connection: stack.Stack, db: Any) -> Any:
@@ -361,15 +389,13 @@ def trainer_command() -> None:
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    client = warehouse.connect(connection.mongodb_uri)
     stop = threading.Event()
-    try:
-        parts = trainer_parts(settings, connection, client[settings.mongodb_database])
+    with stack.warehouse_db(settings, connection) as db:
+        parts = trainer_parts(settings, connection, db)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         typer.echo("training each new snapshot; Ctrl-C stops", err=True)
-        run(parts, stop, on_adapter=lambda a: typer.echo(f"adapter {a.adapter_id}", err=True))
-    except KeyboardInterrupt:
-        typer.echo("trainer stopped", err=True)
-        raise typer.Exit(130) from None
-    finally:
-        client.close()
+        try:
+            run(parts, stop, on_adapter=lambda a: typer.echo(f"adapter {a.adapter_id}", err=True))
+        except KeyboardInterrupt:
+            typer.echo("trainer stopped", err=True)
+            raise typer.Exit(130) from None

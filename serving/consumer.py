@@ -42,6 +42,8 @@ from serving.faust_kafka import LowLatencyApp
 log = logging.getLogger(__name__)
 
 APP_ID = "llm-twin-serving"
+# On stop, how long answers in flight get to finish before they are left to a next attempt.
+STOP_GRACE_S = 2.0
 
 
 def free_port() -> int:
@@ -87,6 +89,9 @@ class RetrievalConsumer:
             # answered at once with deadline_exceeded.
             consumer_auto_offset_reset="earliest",
             producer_linger=0.0,
+            # Stopping must not wait for unacknowledged requests (those cut off are
+            # redelivered): Faust's default waits for them, forever.
+            stream_wait_empty=False,
             broker_commit_interval=0.5,
         )
         self._requests = self.app.topic(
@@ -109,9 +114,12 @@ class RetrievalConsumer:
     async def start(self) -> None:
         await self.app.start()
 
-    async def stop(self) -> None:
-        # Unanswered requests stay unacknowledged: another worker, or this one
-        # restarted, answers them as a new attempt.
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        # Answers about to finish get ``grace_s`` (their bookkeeping and ack); the rest
+        # stay unacknowledged: another worker, or this one restarted, answers them as a
+        # new attempt.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=grace_s)
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

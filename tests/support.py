@@ -19,7 +19,7 @@ from producers.settings import CrawlSettings
 from schemas.topics import REGISTRY
 from serving.settings import ServingSettings
 from streams.settings import IngestSettings
-from trainer.settings import TrainSettings
+from trainer.settings import JudgeSettings, TrainSettings
 
 # Every settings object a deployable builds: README documents each of their variables,
 # and docker-compose.yml may give our services only these.
@@ -30,6 +30,7 @@ ALL_SETTINGS: list[type[BaseSettings]] = [
     LLMSettings,
     ServingSettings,
     TrainSettings,
+    JudgeSettings,
 ]
 
 # Variables that would point a test at some other stack.

@@ -8,7 +8,9 @@
    (greedy, the serving prompt with the author's passages, the held-out
    documents kept out of retrieval so nobody copies the answer), and each
    draft set is scored against the held-out texts' style profile
-   (trainer/style.py).
+   (trainer/style.py);
+4. with a judge configured (trainer/judge.py), its mean 1-5 rating of each
+   draft set against the held-out texts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from infra import snapshots
 from llm.prompt import Passage, build_messages
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
 from trainer import style
+from trainer.judge import Judge
 from trainer.lora import TrainConfig, example, load_base, mean_loss
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
@@ -68,6 +71,7 @@ def evaluate(
     author_name: str,
     max_samples: int = 16,
     max_new_tokens: int = 128,
+    judge: Judge | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     from peft import PeftModel
@@ -109,6 +113,14 @@ def evaluate(
             drafts["base"].append(_draft(twin, tokenizer, prompt, max_new_tokens, device))
         drafts["twin"].append(_draft(twin, tokenizer, prompt, max_new_tokens, device))
 
+    references = [row["response"] for row in rows]
+    judged = None
+    if judge is not None:
+        progress("asking the judge")
+        judged = {
+            "base": judge(references, drafts["base"]),
+            "twin": judge(references, drafts["twin"]),
+        }
     return {
         "adapter_id": adapter.adapter_id,
         "snapshot_id": snapshot.snapshot_id,
@@ -123,7 +135,7 @@ def evaluate(
             "mrr": sum(1 / r for r in ranks if r is not None) / len(ranks),
             "queries": len(ranks),
         },
-        "judge": None,
+        "judge": judged,
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainer.lora import TrainConfig
@@ -38,3 +40,16 @@ class TrainSettings(BaseSettings):
             dpo=self.dpo,
             dpo_beta=self.dpo_beta,
         )
+
+
+class JudgeSettings(BaseSettings):
+    """The optional LLM judge of ``eval`` (LLM_TWIN_JUDGE_*); unset backend: no judge."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_TWIN_JUDGE_", extra="ignore")
+
+    backend: Literal["tgi", "openai"] | None = Field(
+        default=None, description="tgi or openai: the judge's server; unset: no judge"
+    )
+    url: str | None = Field(default=None, description="The judge server's URL")
+    model: str = Field(default="tgi", description="The model name sent to an OpenAI server")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token for the judge")

@@ -95,6 +95,7 @@ def test_evaluation_reports_perplexity_retrieval_and_style(
                 author_name="Zed Moor",
                 max_samples=4,
                 max_new_tokens=12,
+                judge=lambda references, drafts: float(len(drafts)),
             )
     finally:
         client.close()
@@ -107,6 +108,8 @@ def test_evaluation_reports_perplexity_retrieval_and_style(
     # Every held-out document is found by its own middle sentence, near the top.
     assert report["retrieval"]["hit_at_5"] == 1.0
     assert report["retrieval"]["mrr"] > 0.5
+    samples = float(report["samples"])
+    assert report["judge"] == {"base": samples, "twin": samples}  # one draft per sample
 
 
 def test_a_snapshot_without_held_out_documents_cannot_be_evaluated(

@@ -277,5 +277,20 @@ def test_the_snapshot_and_train_commands(
         assert set(report["perplexity"]) == {"base", "twin"}
         rolled = run_cli(home, "adapters", "rollback", "--author", "zed")
         assert rolled.returncode == 0 and "base model" in rolled.stdout
+
+        # Model-written instructions and preference pairs, through the configured model.
+        richer = run_cli(
+            home,
+            "snapshot",
+            "--author",
+            "zed",
+            "--llm-instructions",
+            "--preferences",
+            "--json",
+            LLM_TWIN_MODEL=str(model_dir),
+        )
+        assert richer.returncode == 0, richer.stderr[-2000:]
+        counts = json.loads(richer.stdout)["counts"]
+        assert counts["preference"] == counts["train"] > 0
     finally:
         localstack.down(settings)
