@@ -32,6 +32,9 @@ from infra.settings import PlatformSettings
 from llm_twin import stack
 
 if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from llm.backend import Backend
     from serving.keys import ApiKeys
     from serving.server import Parts
     from serving.settings import ServingSettings
@@ -178,12 +181,8 @@ def _run_service(
     ingest: bool,
     on_ready: Callable[[str, Parts], None],
 ) -> None:
-    from llm.errors import BackendError
-    from llm.models import ModelNotFound
-    from llm.select import open_backend
-    from llm.settings import LLMSettings
     from llm_twin.stream_commands import _connections
-    from serving.server import Parts, serve
+    from serving.server import serve
     from streams.run import run as run_dataflow
     from streams.settings import IngestSettings
     from vectorstore.embedder import Embedder
@@ -201,11 +200,7 @@ def _run_service(
     dataflow: threading.Thread | None = None
     try:
         typer.echo("loading the model…", err=True)
-        try:
-            backend = open_backend(LLMSettings(), settings.home)
-        except (BackendError, ModelNotFound, ValidationError, ValueError, RuntimeError) as error:
-            typer.echo(f"cannot load the model: {error}", err=True)
-            raise typer.Exit(1) from None
+        backend = load_backend(settings)
         if ingest:
             connections = _connections(settings, connection)
 
@@ -225,16 +220,7 @@ def _run_service(
 
             dataflow = threading.Thread(target=ingestion, name="llm-twin-ingest", daemon=True)
             dataflow.start()
-        parts = Parts(
-            bootstrap_servers=connection.bootstrap_servers,
-            one_record_per_batch=connection.one_record_per_batch,
-            db=client[settings.mongodb_database],
-            store=store,
-            embedder=embedder,
-            backend=backend,
-            home=settings.home,
-            settings=serving,
-        )
+        parts = _parts(settings, connection, serving, client, store, embedder, backend)
         # `docker compose stop` and service managers send SIGTERM: stop as for Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         with _recorded(settings.home) as record:
@@ -251,6 +237,43 @@ def _run_service(
             dataflow.join(timeout=60)
         client.close()
         store.close()
+
+
+def load_backend(settings: PlatformSettings) -> Backend:
+    """The configured model, loaded or reached, or exit 1 saying why."""
+    from llm.errors import BackendError
+    from llm.models import ModelNotFound
+    from llm.select import open_backend
+    from llm.settings import LLMSettings
+
+    try:
+        return open_backend(LLMSettings(), settings.home)
+    except (BackendError, ModelNotFound, ValidationError, ValueError, RuntimeError) as error:
+        typer.echo(f"cannot load the model: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _parts(
+    settings: PlatformSettings,
+    connection: stack.Stack,
+    serving: ServingSettings,
+    client: MongoClient[warehouse.Document],
+    store: VectorStore,
+    embedder: Embedder,
+    backend: Backend,
+) -> Parts:
+    from serving.server import Parts
+
+    return Parts(
+        bootstrap_servers=connection.bootstrap_servers,
+        one_record_per_batch=connection.one_record_per_batch,
+        db=client[settings.mongodb_database],
+        store=store,
+        embedder=embedder,
+        backend=backend,
+        home=settings.home,
+        settings=serving,
+    )
 
 
 def _open_store(settings: PlatformSettings, embedder: Embedder, *, busy: str) -> VectorStore:
@@ -399,12 +422,7 @@ async def _consumer_unless_served(
     if live_server(settings.home) is not None:
         yield
         return
-    from llm.errors import BackendError
-    from llm.models import ModelNotFound
-    from llm.select import open_backend
-    from llm.settings import LLMSettings
-    from serving.consumer import RetrievalConsumer
-    from serving.server import Parts, build_answerer
+    from serving.server import build_consumer
     from streams.settings import IngestSettings
     from vectorstore.embedder import Embedder
 
@@ -417,29 +435,9 @@ async def _consumer_unless_served(
     )
     client = warehouse.connect(connection.mongodb_uri)
     try:
-        try:
-            backend = open_backend(LLMSettings(), settings.home)
-        except (BackendError, ModelNotFound, ValidationError, ValueError, RuntimeError) as error:
-            typer.echo(f"cannot load the model: {error}", err=True)
-            raise typer.Exit(1) from None
-        parts = Parts(
-            bootstrap_servers=connection.bootstrap_servers,
-            one_record_per_batch=connection.one_record_per_batch,
-            db=client[settings.mongodb_database],
-            store=store,
-            embedder=embedder,
-            backend=backend,
-            home=settings.home,
-            settings=serving,
-        )
-        answerer, _, adapters = build_answerer(parts)
-        consumer = RetrievalConsumer(
-            connection.bootstrap_servers,
-            answerer,
-            parts.db,
-            datadir=settings.home / "serving",
-            on_adapter=adapters.registered,
-        )
+        backend = load_backend(settings)
+        parts = _parts(settings, connection, serving, client, store, embedder, backend)
+        consumer, _ = build_consumer(parts)
         await consumer.start()
         try:
             await asyncio.wait_for(consumer.joined.wait(), CONSUMER_JOIN_TIMEOUT_S)

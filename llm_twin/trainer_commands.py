@@ -77,17 +77,10 @@ def _model_writers(settings: PlatformSettings, instructions: bool, preferences: 
     """The configured model as instruction writer and as the preference pairs' rejected side."""
     if not (instructions or preferences):
         return None, None
-    from llm.errors import BackendError
-    from llm.models import ModelNotFound
-    from llm.select import open_backend
-    from llm.settings import LLMSettings
+    from llm_twin.serve_commands import load_backend
     from trainer.generate import base_answers, instruction_writer
 
-    try:
-        backend = open_backend(LLMSettings(), settings.home)
-    except (BackendError, ModelNotFound, ValidationError) as error:
-        typer.echo(f"cannot load the model: {error}", err=True)
-        raise typer.Exit(1) from None
+    backend = load_backend(settings)
     return (
         instruction_writer(backend) if instructions else None,
         base_answers(backend) if preferences else None,

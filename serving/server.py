@@ -70,6 +70,19 @@ def build_answerer(parts: Parts) -> tuple[Answerer, Retriever, ActiveAdapters]:
     return answerer, retriever, adapters
 
 
+def build_consumer(parts: Parts) -> tuple[RetrievalConsumer, Retriever]:
+    """The retrieval consumer over ``parts``, following twin.models, and its retriever."""
+    answerer, retriever, adapters = build_answerer(parts)
+    consumer = RetrievalConsumer(
+        parts.bootstrap_servers,
+        answerer,
+        parts.db,
+        datadir=parts.home / "serving",
+        on_adapter=adapters.registered,
+    )
+    return consumer, retriever
+
+
 def search_results(retriever: Retriever, author: str, query: str, k: int) -> list[dict[str, Any]]:
     """``search --json``'s result objects."""
     return [
@@ -92,14 +105,7 @@ async def serve(
     port: int,
     on_ready: Callable[[str], None] = lambda url: None,
 ) -> None:
-    answerer, retriever, adapters = build_answerer(parts)
-    consumer = RetrievalConsumer(
-        parts.bootstrap_servers,
-        answerer,
-        parts.db,
-        datadir=parts.home / "serving",
-        on_adapter=adapters.registered,
-    )
+    consumer, retriever = build_consumer(parts)
     await consumer.start()
     channel, claim = open_channel(
         parts.bootstrap_servers,
