@@ -1,8 +1,13 @@
 """The adapter registry: every LoRA adapter trained for an author, and which one is active.
 
-Kept in the warehouse (collection ``adapters``), written when an
-``AdapterRegistered`` event is seen and when a person activates or rolls
-back. The policy for a new adapter: it becomes active only if its held-out
+Kept in the warehouse (collection ``adapters``), written only by the trainer
+that made the adapter (with the sha256 of each of its files) and when a person
+activates or rolls back. ``twin.models`` is a notification: serving re-reads
+this registry when one arrives and never writes it from a message, and
+before loading an adapter it checks that the adapter's directory is under the
+adapters directory and that its files are the ones recorded.
+
+The policy for a new adapter: it becomes active only if its held-out
 perplexity is not worse than the active one's (an adapter without a
 measurement never replaces a measured one). Every change of the active
 adapter is appended to its author's history, so a rollback returns to the
@@ -11,8 +16,10 @@ one before.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from pymongo.database import Database
 
@@ -28,6 +35,26 @@ class UnknownAdapter(LookupError):
     pass
 
 
+class AdapterRefused(ValueError):
+    """An adapter whose files are not where, or not what, the trainer recorded."""
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory``, by path relative to it (links refused)."""
+    hashes = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink():
+            raise AdapterRefused(f"{path} is a link: an adapter's files are its own")
+        if path.is_file():
+            hashes[path.relative_to(directory).as_posix()] = _sha256(path)
+    return hashes
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 @dataclass(frozen=True)
 class Registered:
     adapter: AdapterRegistered
@@ -35,8 +62,16 @@ class Registered:
 
 
 def register(db: Database[Document], adapter: AdapterRegistered, at: datetime) -> bool:
-    """Record ``adapter``; make it active if it is not worse. True if it became active."""
-    record = {"event": adapter.model_dump(mode="json"), "author": adapter.author, "seen_at": at}
+    """Record ``adapter`` and its files' hashes; make it active if it is not worse.
+
+    True if it became active. Only the trainer that wrote the adapter calls this.
+    """
+    record = {
+        "event": adapter.model_dump(mode="json"),
+        "author": adapter.author,
+        "seen_at": at,
+        "files": file_hashes(Path(adapter.path)),
+    }
     db[ADAPTERS].update_one({"_id": adapter.adapter_id}, {"$setOnInsert": record}, upsert=True)
     current = active(db, adapter.author)
     if current is not None and current.adapter_id == adapter.adapter_id:
@@ -70,6 +105,29 @@ def get(db: Database[Document], adapter_id: str) -> AdapterRegistered:
     if record is None:
         raise UnknownAdapter(f"no adapter {adapter_id}")
     return AdapterRegistered.model_validate(record["event"])
+
+
+def verified_path(db: Database[Document], adapter_id: str, root: Path) -> Path:
+    """The adapter's directory, once it is under ``root`` and holds exactly the recorded files."""
+    record = db[ADAPTERS].find_one({"_id": adapter_id})
+    if record is None:
+        raise UnknownAdapter(f"no adapter {adapter_id} in the registry")
+    adapter = AdapterRegistered.model_validate(record["event"])
+    directory = Path(adapter.path).resolve()
+    if not directory.is_relative_to(root.resolve()):
+        raise AdapterRefused(f"adapter {adapter_id} is at {directory}, outside {root}")
+    recorded = record.get("files")
+    if not recorded:
+        raise AdapterRefused(f"adapter {adapter_id} has no recorded file hashes: train it again")
+    found = file_hashes(directory)
+    if found != recorded:
+        changed = sorted(set(found) ^ set(recorded)) or sorted(
+            name for name in found if found[name] != recorded.get(name)
+        )
+        raise AdapterRefused(
+            f"adapter {adapter_id}'s files are not the ones its trainer recorded: {changed[:5]}"
+        )
+    return directory
 
 
 def active(db: Database[Document], author: str) -> AdapterRegistered | None:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from infra.kafka import Brokers
 from infra.localstack import Endpoints, kafka_answers, mongodb_answers
 from infra.settings import PlatformSettings
 
@@ -52,7 +53,7 @@ def check(settings: PlatformSettings, endpoints: Endpoints) -> dict[str, Service
     uri = endpoints.mongodb_uri
     return {
         "kafka": (
-            ServiceHealth(bootstrap, kafka_answers(bootstrap, 2.0), "")
+            ServiceHealth(bootstrap, kafka_answers(Brokers.of(bootstrap, settings), 2.0), "")
             if bootstrap
             else ServiceHealth(None, False, "not running: run `llm-twin infra up`")
         ),

@@ -16,10 +16,12 @@ from typing import Any
 from confluent_kafka import Consumer as _Consumer
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
+from infra.settings import PlatformSettings
 from schemas.common import MAX_MESSAGE_BYTES, MiB
 from schemas.serde import encode
+from schemas.signing import Signer
 from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -28,9 +30,58 @@ log = logging.getLogger(__name__)
 WIRE_MAX_BYTES = MAX_MESSAGE_BYTES + 1 * MiB
 
 
-def _common(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
+@dataclass(frozen=True)
+class Brokers:
+    """Where the brokers are, and how every client we make authenticates to them.
+
+    The security settings are librdkafka's (``security.protocol`` and its
+    companions), from the ``LLM_TWIN_KAFKA_*`` settings; each producer,
+    consumer, admin client, Bytewax source and Faust app gets the same ones.
+    """
+
+    servers: str
+    protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = field(default=None, repr=False)
+    ssl_ca_file: str | None = None
+
+    @classmethod
+    def of(cls, servers: str, settings: PlatformSettings) -> Brokers:
+        return cls(
+            servers,
+            protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_username=settings.kafka_sasl_username,
+            sasl_password=settings.kafka_sasl_password,
+            ssl_ca_file=str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file else None,
+        )
+
+    def security(self) -> dict[str, str]:
+        """The librdkafka settings that authenticate a client (none: plaintext, no login)."""
+        config: dict[str, str] = {}
+        if self.protocol is not None:
+            config["security.protocol"] = self.protocol
+        if self.sasl_mechanism is not None:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_file is not None:
+            config["ssl.ca.location"] = self.ssl_ca_file
+        return config
+
+
+def brokers(servers: Brokers | str) -> Brokers:
+    """A bare address (tests, benchmarks, the embedded broker) is brokers without security."""
+    return servers if isinstance(servers, Brokers) else Brokers(servers)
+
+
+def _common(servers: Brokers | str, client_id: str) -> dict[str, Any]:
+    where = brokers(servers)
+    return where.security() | {
+        "bootstrap.servers": where.servers,
         "client.id": client_id,
         # Our 16 MiB messages must fit in a request (responses already may be
         # up to librdkafka's default receive.message.max.bytes, 100 MB).
@@ -39,7 +90,10 @@ def _common(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
 
 
 def producer_config(
-    bootstrap_servers: str, client_id: str = "llm-twin", *, one_record_per_batch: bool = False
+    bootstrap_servers: Brokers | str,
+    client_id: str = "llm-twin",
+    *,
+    one_record_per_batch: bool = False,
 ) -> dict[str, Any]:
     config = _common(bootstrap_servers, client_id) | {
         # Off by default in librdkafka; with it, a retried send is never written twice.
@@ -59,7 +113,7 @@ def producer_config(
 
 
 def consumer_config(
-    bootstrap_servers: str,
+    bootstrap_servers: Brokers | str,
     group_id: str,
     *,
     latency_sensitive: bool,
@@ -87,7 +141,10 @@ def consumer_config(
 
 
 def make_producer(
-    bootstrap_servers: str, client_id: str = "llm-twin", *, one_record_per_batch: bool = False
+    bootstrap_servers: Brokers | str,
+    client_id: str = "llm-twin",
+    *,
+    one_record_per_batch: bool = False,
 ) -> Producer:
     return Producer(
         producer_config(bootstrap_servers, client_id, one_record_per_batch=one_record_per_batch)
@@ -95,7 +152,7 @@ def make_producer(
 
 
 def make_consumer(
-    bootstrap_servers: str,
+    bootstrap_servers: Brokers | str,
     group_id: str,
     *,
     latency_sensitive: bool,
@@ -108,8 +165,21 @@ def make_consumer(
     )
 
 
-def make_admin(bootstrap_servers: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers, "client.id": "llm-twin-admin"})
+def make_assigned_consumer(
+    bootstrap_servers: Brokers | str, client_id: str, group_id: str, *, fetch_wait_ms: int
+) -> _Consumer:
+    """A consumer that assigns its partitions itself and commits nothing."""
+    return _Consumer(
+        _common(bootstrap_servers, client_id)
+        | {"group.id": group_id, "enable.auto.commit": False, "enable.auto.offset.store": False}
+        | assigned_consumer_tuning(fetch_wait_ms)
+    )
+
+
+def make_admin(bootstrap_servers: Brokers | str) -> AdminClient:
+    where = brokers(bootstrap_servers)
+    config: dict[str, Any] = where.security()
+    return AdminClient(config | {"bootstrap.servers": where.servers, "client.id": "llm-twin-admin"})
 
 
 def topic_config(topic: Topic) -> dict[str, str]:
@@ -176,10 +246,12 @@ class Publisher:
     (``BufferError``) is drained with ``poll(1)`` and the send retried, never
     dropped; ``flush()`` (also on leaving a ``with`` block) waits for every
     message and raises ``DeliveryFailed`` if any was not delivered.
-    ``on_delivered`` sees each delivered message's coordinates.
+    ``on_delivered`` sees each delivered message's coordinates. With a
+    ``signer``, every message on a signed topic carries its signature.
     """
 
     producer: Producer
+    signer: Signer | None = None
     flush_timeout_s: float = 60.0
     on_delivered: Callable[[Delivered], None] | None = None
     delivered_count: int = 0
@@ -201,8 +273,11 @@ class Publisher:
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = list(headers.items())
+        listed: list[tuple[str, str | bytes]] = list((headers or {}).items())
+        if self.signer is not None and topic.signed:
+            kwargs["headers"] = self.signer.sign(topic.name, key, value, listed)
+        elif listed:
+            kwargs["headers"] = listed
         while True:
             try:
                 self.producer.produce(topic.name, **kwargs)
@@ -254,7 +329,7 @@ class Publisher:
         self.flush()
 
 
-def cluster_id(bootstrap_servers: str, timeout_s: float = 5.0) -> str:
+def cluster_id(bootstrap_servers: Brokers | str, timeout_s: float = 5.0) -> str:
     """The broker's cluster id: for the embedded broker, its incarnation id.
 
     "Already published" is remembered per incarnation: after a memory-only broker
@@ -262,6 +337,15 @@ def cluster_id(bootstrap_servers: str, timeout_s: float = 5.0) -> str:
     """
     metadata = make_admin(bootstrap_servers).list_topics(timeout=timeout_s)
     return str(metadata.cluster_id)
+
+
+def partition_count(bootstrap_servers: Brokers | str, topic: str, timeout_s: float = 10.0) -> int:
+    """How many partitions ``topic`` has on the broker now."""
+    metadata = make_admin(bootstrap_servers).list_topics(topic, timeout=timeout_s)
+    found = metadata.topics[topic]
+    if found.error is not None:
+        raise RuntimeError(f"cannot list {topic}'s partitions: {found.error.str()}")
+    return len(found.partitions)
 
 
 def assigned_consumer_tuning(fetch_wait_ms: int = 10) -> dict[str, Any]:

@@ -6,6 +6,14 @@ creates every registry topic and records what it started in
 after checking that each pid is still the process ``up`` started (a pid can be
 reused). Services named by ``KAFKA_BOOTSTRAP_SERVERS`` / ``MONGODB_URI`` are
 used as they are and never started or stopped here.
+
+The home is the owner's alone (0700). ``up`` makes the signing key for the
+embedded broker, and runs the warehouse with authentication: on its first
+start it is started once without, given one user with a generated password
+(kept in ``LLM_TWIN_HOME/warehouse-login.json``, 0600), and restarted with
+``--auth``, so another local user cannot read every author's data over
+loopback. (SecantusDB has no localhost exception: the first user can only be
+made while authentication is off, on the empty warehouse, for about a second.)
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 
-from infra import kafka
+from infra import credentials, kafka
 from infra.settings import PlatformSettings
 from infra.warehouse import connect
 from schemas.topics import REGISTRY
@@ -94,7 +103,7 @@ def load_state(settings: PlatformSettings) -> StackState | None:
 
 
 def _save_state(settings: PlatformSettings, state: StackState) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True)
+    credentials.private_dir(settings.home)
     temporary = settings.state_file.with_suffix(".tmp")
     temporary.write_text(json.dumps(asdict(state), indent=2))
     temporary.replace(settings.state_file)
@@ -103,7 +112,7 @@ def _save_state(settings: PlatformSettings, state: StackState) -> None:
 @contextlib.contextmanager
 def _locked(settings: PlatformSettings) -> Iterator[None]:
     """One ``up`` or ``down`` at a time per home, across processes."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    credentials.private_dir(settings.home)
     with (settings.home / "stack.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -164,6 +173,8 @@ def _spawn(argv: list[str], log_path: Path) -> psutil.Process:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Its files (the warehouse's data, the broker's) are the owner's alone.
+            umask=0o077,
         )
     return psutil.Process(child.pid)
 
@@ -278,8 +289,8 @@ def secantusd_binary(settings: PlatformSettings) -> str:
     )
 
 
-def kafka_answers(bootstrap_servers: str, timeout_s: float = 1.0) -> bool:
-    host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
+def kafka_answers(bootstrap_servers: kafka.Brokers | str, timeout_s: float = 1.0) -> bool:
+    host, _, port = kafka.brokers(bootstrap_servers).servers.split(",")[0].rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
             pass
@@ -332,9 +343,36 @@ def _start_kafka(settings: PlatformSettings, incarnation_id: str) -> ServiceProc
 
 
 def _start_mongodb(settings: PlatformSettings) -> ServiceProcess:
+    login = credentials.warehouse_login(settings.home)
+    if login is None:
+        login = credentials.new_warehouse_login()
+        _provision_login(settings, login)
+        credentials.save_warehouse_login(settings.home, login)
+    return _start_mongodb_process(settings, auth=True)
+
+
+def _provision_login(settings: PlatformSettings, login: credentials.Login) -> None:
+    """Make the warehouse's one user, with authentication off for the time it takes."""
+    service = _start_mongodb_process(settings, auth=False)
+    client = connect(service.address)
+    try:
+        users = client.admin.command("usersInfo").get("users", [])
+        if any(user.get("user") == login.username for user in users):
+            client.admin.command("dropUser", login.username)
+        client.admin.command(
+            "createUser",
+            login.username,
+            pwd=login.password,
+            roles=[{"role": "root", "db": "admin"}],
+        )
+    finally:
+        client.close()
+        _stop(service)
+
+
+def _start_mongodb_process(settings: PlatformSettings, *, auth: bool) -> ServiceProcess:
     binary = secantusd_binary(settings)
-    storage = settings.home / "warehouse"
-    storage.mkdir(parents=True, exist_ok=True)
+    storage = credentials.private_dir(settings.home / "warehouse")
 
     def argv(port: int) -> list[str]:
         return [
@@ -349,6 +387,7 @@ def _start_mongodb(settings: PlatformSettings) -> ServiceProcess:
             settings.warehouse_cache_size,
             "--log-level",
             "WARNING",
+            *(["--auth"] if auth else []),
         ]
 
     return _start_service(
@@ -390,8 +429,10 @@ def up(settings: PlatformSettings) -> tuple[StackState, list[str]]:
 
         qdrant_path = None
         if settings.qdrant_url is None:
-            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+            credentials.private_dir(settings.qdrant_path)
             qdrant_path = str(settings.qdrant_path)
+        if settings.kafka_bootstrap_servers is None and settings.signing_key is None:
+            credentials.ensure_signing_key(settings.home)
 
         state = StackState(
             incarnation_id=incarnation_id,
@@ -403,9 +444,10 @@ def up(settings: PlatformSettings) -> tuple[StackState, list[str]]:
 
     bootstrap = endpoints(settings).kafka_bootstrap_servers
     if bootstrap is not None:
-        if settings.kafka_bootstrap_servers is not None and not kafka_answers(bootstrap, 5.0):
+        brokers = kafka.Brokers.of(bootstrap, settings)
+        if settings.kafka_bootstrap_servers is not None and not kafka_answers(brokers, 5.0):
             raise StackError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap} does not answer")
-        kafka.ensure_topics(kafka.make_admin(bootstrap), REGISTRY.values())
+        kafka.ensure_topics(kafka.make_admin(brokers), REGISTRY.values())
     return state, list(started)
 
 
@@ -439,7 +481,7 @@ def endpoints(settings: PlatformSettings) -> Endpoints:
     mongodb_uri = (
         settings.mongodb_uri.get_secret_value()
         if settings.mongodb_uri is not None
-        else (mongodb_service.address if mongodb_service else None)
+        else (_logged_in(settings, mongodb_service.address) if mongodb_service else None)
     )
     return Endpoints(
         kafka_bootstrap_servers=bootstrap,
@@ -448,3 +490,12 @@ def endpoints(settings: PlatformSettings) -> Endpoints:
         qdrant_location=settings.qdrant_location,
         incarnation_id=incarnation_id,
     )
+
+
+def _logged_in(settings: PlatformSettings, address: str) -> str:
+    """The embedded warehouse's address with its login (the address alone is what is shown)."""
+    login = credentials.warehouse_login(settings.home)
+    if login is None:  # a warehouse started before it had one
+        return address
+    user, password = quote(login.username, safe=""), quote(login.password, safe="")
+    return address.replace("mongodb://", f"mongodb://{user}:{password}@", 1) + "?authSource=admin"

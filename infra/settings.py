@@ -9,7 +9,7 @@ is read at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,9 +70,32 @@ class PlatformSettings(BaseSettings):
         pattern=r"^[0-9]+[KMG]$",
         description="Embedded warehouse's WiredTiger cache (its own default, 1G, is a lot)",
     )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Key (32+ characters, the same in every process) that signs and verifies "
+        "messages on the topics that carry authority; unset: the key `infra up` makes under "
+        "LLM_TWIN_HOME for the embedded broker, else none (nothing signed or verified)",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(default=None, description="Kafka clients' security.protocol; unset: PLAINTEXT")
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="Kafka clients' SASL mechanism (with a SASL protocol)"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="Kafka SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Kafka SASL password")
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="CA certificate (PEM) the Kafka clients trust for TLS"
+    )
     startup_timeout_s: float = Field(
         default=20.0, gt=0, description="How long `infra up` waits for each service to answer"
     )
+
+    @field_validator("signing_key", "kafka_sasl_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose passes an unset ${VARIABLE:-} as an empty string.
+        return None if value == "" else value
 
     @field_validator("home")
     @classmethod

@@ -11,7 +11,9 @@ newer than a document's indexing excludes it as well.
 Files are JSON Lines (``datasets.load_dataset("json", data_files=...)`` reads
 them as they are), under ``LLM_TWIN_HOME/snapshots/<snapshot_id>/``, with a
 ``manifest.json`` that is also the message published to
-``twin.dataset.snapshots``.
+``twin.dataset.snapshots``. The manifest is recorded in the warehouse too
+(collection ``snapshots``) when it is written: the trainer trains only a
+snapshot whose announcement, directory and files match that record.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ TEST_PERCENT = 20
 MANIFEST = "manifest.json"
 # {_id: author, new_documents: n}: documents indexed since the author's last triggered snapshot.
 SNAPSHOT_COUNTERS = "snapshot_counters"
+# {_id: snapshot_id, author, manifest}: every snapshot as it was written.
+SNAPSHOTS = "snapshots"
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # International or national numbers of 8+ digits with the usual separators; dates
@@ -54,6 +58,10 @@ _INSTRUCTIONS = {
 
 class NothingToSnapshot(ValueError):
     pass
+
+
+class SnapshotRefused(ValueError):
+    """An announced snapshot that is not the one written: the message says how it differs."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,47 @@ def build(
         files=files,
     )
     (directory / MANIFEST).write_text(snapshot.model_dump_json(indent=2), encoding="utf-8")
+    db[SNAPSHOTS].replace_one(
+        {"_id": snapshot.snapshot_id},
+        {"author": author, "manifest": snapshot.model_dump(mode="json")},
+        upsert=True,
+    )
+    return snapshot
+
+
+def verified(
+    db: Database[warehouse.Document], announced: DatasetSnapshot, root: Path
+) -> DatasetSnapshot:
+    """The snapshot as recorded, once its announcement, place and files all match the record.
+
+    A message on ``twin.dataset.snapshots`` only names a snapshot: what is trained is
+    the warehouse's record of it, from its directory under ``root``, with every file's
+    hash checked.
+    """
+    record = db[SNAPSHOTS].find_one({"_id": announced.snapshot_id})
+    if record is None:
+        raise SnapshotRefused(f"no snapshot {announced.snapshot_id} was recorded in the warehouse")
+    snapshot = DatasetSnapshot.model_validate(record["manifest"])
+    if snapshot != announced:
+        raise SnapshotRefused(
+            f"the announcement of {announced.snapshot_id} differs from its record"
+        )
+    directory = Path(snapshot.path).resolve()
+    if directory != (root / snapshot.snapshot_id).resolve():
+        raise SnapshotRefused(f"{directory} is not {snapshot.snapshot_id}'s directory under {root}")
+    try:
+        if load(directory) != snapshot:
+            raise SnapshotRefused(f"{directory / MANIFEST} differs from the recorded manifest")
+        for file in snapshot.files:
+            path = directory / file.path
+            if path.is_symlink() or path.resolve().parent != directory:
+                raise SnapshotRefused(f"{file.path} is not a file of the snapshot's directory")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != file.sha256:
+                raise SnapshotRefused(f"{path} does not match its manifest: it changed")
+    except (OSError, ValueError) as error:
+        if isinstance(error, SnapshotRefused):
+            raise
+        raise SnapshotRefused(f"the snapshot's files are unreadable here: {error}") from None
     return snapshot
 
 

@@ -5,6 +5,10 @@ loop; the loop side detokenizes incrementally (the prefix/read-offset method
 TGI and vLLM use, so multi-token characters and word pieces come out whole).
 Cancelling the consuming task sets a stop flag the next generation step reads,
 so a cancelled or abandoned request frees the model within one token.
+
+Message contents are outside text: their control tokens, the tokenizer's own
+specials among them, are broken before the chat template is applied, so only
+the template itself puts special tokens into the prompt.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from llm.backend import ChatMessage, Event, Finish, Piece, Sampling
+from llm.control_tokens import neutralise_messages, special_tokens
 from llm.errors import BackendFailed, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -146,20 +151,11 @@ class LocalBackend:
         return None
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+        return len(ids["input_ids"])
 
     def prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
-        """The prompt as the model was trained to read it: its chat template when it has one."""
-        if getattr(self._tokenizer, "chat_template", None):
-            ids = self._tokenizer.apply_chat_template(
-                [{"role": m["role"], "content": m["content"]} for m in messages],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
-            return [int(i) for i in cast(list[int], ids)]
-        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
-        return [int(i) for i in self._tokenizer(text + "Assistant:")["input_ids"]]
+        return prompt_ids(self._tokenizer, messages)
 
     async def stream(
         self, messages: list[ChatMessage], sampling: Sampling, *, adapter: str | None = None
@@ -254,6 +250,25 @@ class LocalBackend:
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
                 loop.call_soon_threadsafe(queue.put_nowait, _Done(error))
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage]) -> list[int]:
+    """The prompt as the model was trained to read it: its chat template when it has one."""
+    # The template's own specials must be parsed, so the contents cannot be
+    # tokenized apart from it: they are made free of specials first.
+    messages = neutralise_messages(messages, special_tokens(tokenizer))
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
+        )
+        return [int(i) for i in cast(list[int], ids)]
+    # No template, so no special of ours in the text: none is parsed from it.
+    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
+    encoded = tokenizer(text + "Assistant:", split_special_tokens=True)
+    return [int(i) for i in encoded["input_ids"]]
 
 
 class _AdapterGate:

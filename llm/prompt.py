@@ -6,7 +6,10 @@ prompt the twin is judged with).
 Retrieved text is data, never instructions (DESIGN.md "Security model"): each
 passage sits inside a numbered ``<passage>`` element of one context block,
 with any look-alike tags in it neutralised, and the system message says that
-nothing inside the block is to be obeyed.
+nothing inside the block is to be obeyed. Passages, titles, the author's display
+name and the user's idea all come from outside: any chat-template control token
+in them is broken (llm/control_tokens.py) before the template sees it, and the
+display name is kept to one line.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm.backend import ChatMessage
+from llm.control_tokens import neutralise
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ def requested_format(idea: str) -> tuple[str, str]:
 
 def build_messages(author_name: str, idea: str, passages: Sequence[Passage]) -> list[ChatMessage]:
     platform, kind = requested_format(idea)
+    # The display name comes from the newest raw document: outside text like the rest.
+    author_name = _inline(author_name) or "the author"
     system = (
         f"You are the writing twin of {author_name}. You draft {_article(kind)} {kind} for "
         f"{platform} exactly as {author_name} would write it: their vocabulary, their tone, their "
@@ -75,7 +81,7 @@ def build_messages(author_name: str, idea: str, passages: Sequence[Passage]) -> 
         system += f"\n\n<context>\n{quoted}\n</context>"
     return [
         {"role": "system", "content": system},
-        {"role": "user", "content": idea},
+        {"role": "user", "content": neutralise(idea)},
     ]
 
 
@@ -84,9 +90,16 @@ def _article(noun: str) -> str:
 
 
 def _neutralise(text: str) -> str:
-    # A passage cannot close its own element or the context block early.
-    return _TAG.sub(lambda m: m.group(0).replace("<", "\u2039").replace(">", "\u203a"), text)
+    # A passage can neither close its own element or the context block early,
+    # nor end the system turn the block sits in.
+    quoted = _TAG.sub(lambda m: m.group(0).replace("<", "\u2039").replace(">", "\u203a"), text)
+    return neutralise(quoted)
+
+
+def _inline(text: str) -> str:
+    """One line of at most 200 characters: a title or a name cannot start a paragraph of its own."""
+    return " ".join(_neutralise(text).split())[:200]
 
 
 def _attribute(text: str) -> str:
-    return _neutralise(text).replace('"', "'").replace("\n", " ")[:200]
+    return _inline(text).replace('"', "'")

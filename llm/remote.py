@@ -7,6 +7,10 @@
 - :class:`OpenAIBackend`: any OpenAI-compatible server's ``/v1/chat/completions``
   (vLLM, SGLang, TGI's Messages API) through ``chat_completion(stream=True)``.
 
+Message contents are outside text: both backends break the common families'
+control tokens in them, and the TGI prompt also the served tokenizer's own
+specials (llm/control_tokens.py), so that only the chat template marks turns.
+
 A client is made per request and closed with it: ``AsyncInferenceClient`` keeps
 every streamed response on an exit stack until the client closes, so one
 long-lived client would hold on to every answer it ever streamed.
@@ -33,7 +37,9 @@ from huggingface_hub.errors import (
 )
 
 from llm.backend import ChatMessage, Event, Finish, Piece, Sampling
+from llm.control_tokens import neutralise_messages, special_tokens
 from llm.errors import BackendError, BackendFailed, BackendUnavailable
+from schemas.redact import without_credentials
 
 PromptFormat = Callable[[list[ChatMessage]], str]
 # Statuses that mean "not now" rather than "never": worth another try before the first token.
@@ -59,10 +65,15 @@ def chat_template_prompt(tokenizer_source: str) -> PromptFormat:
     )
     if not getattr(tokenizer, "chat_template", None):
         return plain_prompt
+    specials = special_tokens(tokenizer)
 
     def render(messages: list[ChatMessage]) -> str:
+        # TGI parses specials anywhere in the prompt string: the contents hold none.
         text = tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in messages],
+            [
+                {"role": m["role"], "content": m["content"]}
+                for m in neutralise_messages(messages, specials)
+            ],
             add_generation_prompt=True,
             tokenize=False,
         )
@@ -71,10 +82,14 @@ def chat_template_prompt(tokenizer_source: str) -> PromptFormat:
     return render
 
 
-def _classify(error: BaseException, url: str) -> BackendError:
-    """The one error boundary: transport failures to our hierarchy, never leaking headers."""
+def _classify(error: BaseException, server: str) -> BackendError:
+    """The one error boundary: transport failures to our hierarchy, never leaking headers.
+
+    The messages name the server without any credentials its URL carries.
+    """
     if isinstance(error, BackendError):
         return error
+    url = without_credentials(server)
     if isinstance(error, InferenceTimeoutError | httpx.TimeoutException):
         return BackendUnavailable(f"{url} did not answer in time")
     if isinstance(error, httpx.TransportError):
@@ -88,7 +103,9 @@ def _classify(error: BaseException, url: str) -> BackendError:
         return BackendUnavailable(f"{url} is overloaded")
     if isinstance(error, TextGenerationError):
         return BackendFailed(f"generation failed on {url}: {_first_line(error)}")
-    return BackendFailed(f"generation failed on {url}: {type(error).__name__}: {error}")
+    return BackendFailed(
+        without_credentials(f"generation failed on {url}: {type(error).__name__}: {error}")
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -132,7 +149,8 @@ class _HttpBackend:
         except httpx.HTTPError as error:
             raise _classify(error, self.url) from error
         if response.status_code >= 500:
-            raise BackendUnavailable(f"{self.url}/health answered HTTP {response.status_code}")
+            shown = without_credentials(self.url)
+            raise BackendUnavailable(f"{shown}/health answered HTTP {response.status_code}")
 
     async def _with_retries(
         self, start: Callable[[AsyncInferenceClient], Any], base_url: str
@@ -183,7 +201,7 @@ class TgiBackend(_HttpBackend):
     async def stream(
         self, messages: list[ChatMessage], sampling: Sampling, *, adapter: str | None = None
     ) -> AsyncIterator[Event]:
-        prompt = self._format(messages)
+        prompt = self._format(neutralise_messages(messages))
         options: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
             "adapter_id": adapter,
@@ -236,10 +254,12 @@ class OpenAIBackend(_HttpBackend):
     ) -> AsyncIterator[Event]:
         # vLLM and SGLang serve a LoRA adapter under its own model name.
         model = adapter or self.model
+        # The server applies its chat template to these contents.
+        contents = neutralise_messages(messages)
 
         async def start(client: AsyncInferenceClient) -> Any:
             return await client.chat_completion(
-                [dict(m) for m in messages],
+                [dict(m) for m in contents],
                 model=model,
                 stream=True,
                 stream_options=ChatCompletionInputStreamOptions(include_usage=True),

@@ -44,6 +44,9 @@ app.command("trainer")(trainer_commands.trainer_command)
 
 
 def main() -> None:
+    # Everything a command writes under LLM_TWIN_HOME (documents, vectors, snapshots,
+    # adapters, keys, logs) is its owner's alone, whatever the shell's umask.
+    os.umask(0o077)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Hugging Face libraries draw a progress bar per model load ("Loading weights"):
     # noise in a command's output, and on stderr of every `--json` run.

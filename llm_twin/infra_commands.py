@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra import health, localstack
+from infra import credentials, health, localstack
 from infra.settings import PlatformSettings
 
 app = typer.Typer(
@@ -64,10 +64,10 @@ def up(as_json: JsonFlag = False) -> None:
     settings = PlatformSettings()
     try:
         _, started = localstack.up(settings)
-    except localstack.StackError as error:
+        status = _status_object(settings)
+    except (localstack.StackError, credentials.CredentialsError) as error:
         typer.echo(f"infra up failed: {error}", err=True)
         raise typer.Exit(1) from None
-    status = _status_object(settings)
     if as_json:
         typer.echo(json.dumps(status | {"started": started}))
         return
@@ -86,7 +86,11 @@ def down() -> None:
 @app.command()
 def status(as_json: JsonFlag = False) -> None:
     """Show where each service is and whether it answers (exit 0 either way)."""
-    status = _status_object(PlatformSettings())
+    try:
+        status = _status_object(PlatformSettings())
+    except (localstack.StackError, credentials.CredentialsError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(status))
     else:

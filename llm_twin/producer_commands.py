@@ -12,16 +12,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from infra import kafka, warehouse
 from infra.settings import PlatformSettings
 from llm_twin import stack
-from producers.collect import crawl, import_paths
+from producers.collect import crawl
+from producers.exports import stream_export
+from producers.exports.archive import ImportLimits
+from producers.git import read_repository
+from producers.harvest import Failure, Found
 from producers.ledger import Ledger
-from producers.publish import Report, publish_harvest, publish_tombstones
-from producers.settings import CrawlSettings
+from producers.publish import Report, publish_found, publish_harvest, publish_tombstones
+from producers.settings import CrawlSettings, ImportSettings
 from schemas.common import AUTHOR_SLUG_PATTERN
 from schemas.documents import Author
 
@@ -69,7 +74,7 @@ def _ledger(settings: PlatformSettings, connection: stack.Stack) -> Iterator[Led
     client = warehouse.connect(connection.mongodb_uri)
     try:
         db = client[settings.mongodb_database]
-        yield Ledger(db, kafka.cluster_id(connection.bootstrap_servers))
+        yield Ledger(db, kafka.cluster_id(connection.brokers))
     finally:
         client.close()
 
@@ -77,8 +82,9 @@ def _ledger(settings: PlatformSettings, connection: stack.Stack) -> Iterator[Led
 def _publisher(connection: stack.Stack) -> kafka.Publisher:
     return kafka.Publisher(
         kafka.make_producer(
-            connection.bootstrap_servers, one_record_per_batch=connection.one_record_per_batch
-        )
+            connection.brokers, one_record_per_batch=connection.one_record_per_batch
+        ),
+        connection.signer,
     )
 
 
@@ -148,18 +154,61 @@ def import_command(
 ) -> None:
     """Import data exports (LinkedIn, X, Medium, Substack), note folders and local repositories."""
     person = _author(author, name)
+    limits = _import_limits()
     settings = PlatformSettings()
     connection = stack.require(settings)
     now = datetime.now(UTC)
-    with _progress(len(paths), "importing", as_json) as done:
-        harvest = import_paths(
-            paths, person, crawled_at=now, workdir=settings.home / "repositories", on_done=done
+    with (
+        _ledger(settings, connection) as ledger,
+        _progress(len(paths), "importing", as_json) as done,
+    ):
+        # Published as the readers find them: an export is never held in memory whole.
+        found = _imported(
+            paths,
+            person,
+            crawled_at=now,
+            workdir=settings.home / "repositories",
+            limits=limits,
+            on_done=done,
         )
-    with _ledger(settings, connection) as ledger:
-        report = publish_harvest(
-            harvest, publisher=_publisher(connection), ledger=ledger, force=force, now=now
+        report = publish_found(
+            found, publisher=_publisher(connection), ledger=ledger, force=force, now=now
         )
     _finish(report, as_json)
+
+
+def _import_limits() -> ImportLimits:
+    try:
+        return ImportSettings().limits()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]).upper()
+        typer.echo(f"bad import settings: LLM_TWIN_IMPORT_{where}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _imported(
+    paths: list[Path],
+    author: Author,
+    *,
+    crawled_at: datetime,
+    workdir: Path,
+    limits: ImportLimits,
+    on_done: Callable[[str], None],
+) -> Iterator[Found]:
+    """Exports, note folders and local git repositories, one item at a time."""
+    for path in paths:
+        if not path.exists():
+            yield Failure(str(path), "no such file or folder")
+        elif (path / ".git").exists():
+            # Read from git's objects, which name only tracked files (a repository is small
+            # next to an export, so it is gathered whole).
+            yield from read_repository(
+                str(path), author, workdir=workdir, crawled_at=crawled_at
+            ).found()
+        else:
+            yield from stream_export(path, author, crawled_at=crawled_at, limits=limits)
+        on_done(str(path))
 
 
 def forget_command(

@@ -150,11 +150,15 @@ def _keys(settings: ServingSettings, home: Path, host: str) -> tuple[ApiKeys, st
     if not _loopback(host):
         typer.echo(
             f"refusing to serve on {host} with the local key: set LLM_TWIN_API_KEYS "
-            "(DESIGN.md: without it, serve binds to loopback only)",
+            "(without it, serve binds to loopback only)",
             err=True,
         )
         raise typer.Exit(1)
-    keys, key = ApiKeys.local(home)
+    try:
+        keys, key = ApiKeys.local(home)
+    except KeysError as error:  # e.g. a key file other users may read
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
     return keys, key
 
 
@@ -265,7 +269,7 @@ def _parts(
     from serving.server import Parts
 
     return Parts(
-        bootstrap_servers=connection.bootstrap_servers,
+        bootstrap_servers=connection.brokers,
         one_record_per_batch=connection.one_record_per_batch,
         db=client[settings.mongodb_database],
         store=store,
@@ -273,6 +277,7 @@ def _parts(
         backend=backend,
         home=settings.home,
         settings=serving,
+        signer=connection.signer,
     )
 
 
@@ -361,10 +366,11 @@ def generate_command(
 
         async with _consumer_unless_served(settings, connection, serving):
             channel, claim = open_channel(
-                connection.bootstrap_servers,
+                connection.brokers,
                 settings.home,
                 one_record_per_batch=connection.one_record_per_batch,
                 partition=serving.reply_partition,
+                signer=connection.signer,
             )
             try:
                 try:
@@ -561,10 +567,8 @@ def _announce_when_indexed(
     from streams import lag
 
     typer.echo(f"API on {url}; indexing {author}'s documents…", err=True)
-    incarnation = kafka.cluster_id(connection.bootstrap_servers)
-    lag.wait_until_caught_up(
-        connection.bootstrap_servers, parts.db, incarnation, still_running=lambda: True
-    )
+    incarnation = kafka.cluster_id(connection.brokers)
+    lag.wait_until_caught_up(connection.brokers, parts.db, incarnation, still_running=lambda: True)
     key = local_key or "$LLM_TWIN_API_KEY"
     body = json.dumps({"prompt": DEMO_PROMPT, "max_new_tokens": 160})
     typer.echo(

@@ -10,30 +10,39 @@ from typing import Any
 import typer
 from pymongo.database import Database
 
-from infra import localstack, warehouse
+from infra import credentials, kafka, localstack, warehouse
 from infra.settings import PlatformSettings
+from schemas.signing import Signer
 
 NO_STACK = 3
 
 
 @dataclass(frozen=True)
 class Stack:
-    bootstrap_servers: str
+    brokers: kafka.Brokers
     one_record_per_batch: bool
     mongodb_uri: str
+    # Signs what this command publishes on a signed topic and verifies what it consumes.
+    signer: Signer | None
 
 
 def require(settings: PlatformSettings) -> Stack:
     """The broker and warehouse, or exit 3: never a throw-away broker that would lose data."""
-    endpoints = localstack.endpoints(settings)
+    try:
+        endpoints = localstack.endpoints(settings)
+        signer = credentials.signer(settings)
+    except (localstack.StackError, credentials.CredentialsError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
     if endpoints.kafka_bootstrap_servers is None or endpoints.mongodb_uri is None:
         typer.echo("no stack: run `llm-twin infra up`", err=True)
         raise typer.Exit(NO_STACK)
     per_batch = settings.kafka_one_record_per_batch
     return Stack(
-        endpoints.kafka_bootstrap_servers,
+        kafka.Brokers.of(endpoints.kafka_bootstrap_servers, settings),
         endpoints.kafka_embedded if per_batch is None else per_batch,
         endpoints.mongodb_uri,
+        signer,
     )
 
 

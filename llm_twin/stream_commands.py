@@ -35,13 +35,14 @@ def _connections(settings: PlatformSettings, connection: stack.Stack) -> Connect
     from streams.run import Connections
 
     return Connections(
-        bootstrap_servers=connection.bootstrap_servers,
+        bootstrap_servers=connection.brokers,
         mongodb_uri=connection.mongodb_uri,
         mongodb_database=settings.mongodb_database,
         qdrant_location=settings.qdrant_location,
         qdrant_api_key=_qdrant_api_key(settings),
-        incarnation_id=kafka.cluster_id(connection.bootstrap_servers),
+        incarnation_id=kafka.cluster_id(connection.brokers),
         one_record_per_batch=connection.one_record_per_batch,
+        signer=connection.signer,
     )
 
 
@@ -157,7 +158,7 @@ def status_command(as_json: JsonFlag = False) -> None:
     """Authors, documents and chunks indexed, lag per partition, dead letters."""
     settings = PlatformSettings()
     connection = stack.require(settings)
-    bootstrap = connection.bootstrap_servers
+    bootstrap = connection.brokers
     with stack.warehouse_db(settings, connection) as db:
         authors = {
             row["_id"]: {"documents": row["documents"], "chunks": row["chunks"]}
@@ -194,7 +195,7 @@ def status_command(as_json: JsonFlag = False) -> None:
     console.print(f"lag {RAW_DOCUMENTS.name}: {behind}; dead letters: {status['dead_letters']}")
 
 
-def read_dead_letters(bootstrap: str) -> list[tuple[int, int, Any]]:
+def read_dead_letters(bootstrap: kafka.Brokers | str) -> list[tuple[int, int, Any]]:
     """Every dead letter on the topic, with its own partition and offset."""
     ends = lag.watermarks(bootstrap, DEAD_LETTERS)
     consumer = kafka.make_consumer(bootstrap, "llm-twin-dead-letters", latency_sensitive=True)
@@ -228,7 +229,7 @@ def dead_letters_command(as_json: JsonFlag = False) -> None:
     settings = PlatformSettings()
     connection = stack.require(settings)
     rows: list[dict[str, Any]] = []
-    for _, _, letter in read_dead_letters(connection.bootstrap_servers):
+    for _, _, letter in read_dead_letters(connection.brokers):
         if not isinstance(letter, DeadLetter):
             rows.append({"stage": "unreadable", "reason": str(letter)})
             continue

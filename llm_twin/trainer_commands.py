@@ -54,9 +54,9 @@ def snapshot_command(
             typer.echo(str(error), err=True)
             raise typer.Exit(NOTHING) from None
     producer = kafka.make_producer(
-        connection.bootstrap_servers, one_record_per_batch=connection.one_record_per_batch
+        connection.brokers, one_record_per_batch=connection.one_record_per_batch
     )
-    with kafka.Publisher(producer) as publisher:
+    with kafka.Publisher(producer, connection.signer) as publisher:
         publisher.publish(DATASET_SNAPSHOTS, author, snapshot)
     summary = {
         "snapshot_id": snapshot.snapshot_id,
@@ -110,7 +110,12 @@ def train_command(
     if not (directory / snapshots.MANIFEST).is_file():
         typer.echo(f"no snapshot {snapshot_id} under {directory.parent}", err=True)
         raise typer.Exit(NOTHING)
-    snapshot = snapshots.load(directory)
+    with stack.warehouse_db(settings, connection) as db:
+        try:
+            snapshot = snapshots.verified(db, snapshots.load(directory), directory.parent)
+        except (snapshots.SnapshotRefused, ValueError) as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
     try:
         llm = LLMSettings()
         training = TrainSettings()
@@ -138,15 +143,15 @@ def train_command(
             typer.echo(str(error), err=True)
             raise typer.Exit(NOTHING) from None
     adapter = result.adapter
-    # Recorded here as well as by a serving consumer of twin.models (the registry is
-    # idempotent): `adapters list` knows it even when nothing serves.
+    # The trainer is the registry's one writer (with the files' hashes); twin.models
+    # only tells a running serve to read the registry again.
     with stack.warehouse_db(settings, connection) as db:
         active = registry.register(db, adapter, datetime.now(UTC))
     if not result.reused:
         producer = kafka.make_producer(
-            connection.bootstrap_servers, one_record_per_batch=connection.one_record_per_batch
+            connection.brokers, one_record_per_batch=connection.one_record_per_batch
         )
-        with kafka.Publisher(producer) as publisher:
+        with kafka.Publisher(producer, connection.signer) as publisher:
             publisher.publish(MODELS, adapter.author, adapter)
     summary = {
         "adapter_id": adapter.adapter_id,
@@ -364,10 +369,12 @@ def trainer_parts(settings: PlatformSettings, connection: stack.Stack, db: Any) 
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     return TrainerParts(
-        bootstrap_servers=connection.bootstrap_servers,
+        bootstrap_servers=connection.brokers,
         one_record_per_batch=connection.one_record_per_batch,
+        signer=connection.signer,
         db=db,
         adapters_root=settings.home / "adapters",
+        snapshots_root=settings.home / "snapshots",
         config=config,
         base_model_name=llm.model or BUNDLED_MODEL_ID,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas.documents import RawDocument
@@ -20,12 +21,32 @@ class Failure:
     reason: str
 
 
+# What a streaming source yields, one at a time, so that nobody holds all of it.
+Found = RawDocument | Failure
+
+
 @dataclass
 class Harvest:
     documents: list[RawDocument] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     # Documents a source knows are unchanged without reading them again (HTTP 304).
     not_modified: list[uuid.UUID] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, found: Iterable[Found]) -> Harvest:
+        """Everything a streaming source yields, gathered (for small sources and tests)."""
+        harvest = cls()
+        for item in found:
+            if isinstance(item, Failure):
+                harvest.failures.append(item)
+            else:
+                harvest.documents.append(item)
+        return harvest
+
+    def found(self) -> Iterable[Found]:
+        """The harvest as a stream: its failures, then its documents."""
+        yield from self.failures
+        yield from self.documents
 
     def extend(self, other: Harvest) -> None:
         self.documents += other.documents

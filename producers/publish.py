@@ -8,17 +8,22 @@ that author's document.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from infra.kafka import DeliveryFailed, Publisher
-from producers.harvest import Failure, Harvest
+from producers.harvest import Failure, Found, Harvest
 from producers.ledger import Ledger
 from schemas.documents import RawDocument
 from schemas.topics import RAW_DOCUMENTS
 
 AUTHOR_HEADER = "author"
+# Documents held before they are published and recorded: bounds memory on a large import
+# (content of up to 64 Mi characters) and keeps the ledger's queries to a few hundred ids.
+BATCH_DOCUMENTS = 500
+BATCH_CHARS = 64 * 1024 * 1024
 
 
 @dataclass
@@ -47,10 +52,63 @@ def publish_harvest(
     force: bool,
     now: datetime,
 ) -> Report:
-    report = Report(failed=list(harvest.failures), unchanged=list(harvest.not_modified))
-    documents: dict[uuid.UUID, RawDocument] = {}
-    for document in harvest.documents:
-        documents.setdefault(document.document_id, document)  # two routes to one source
+    return publish_found(
+        harvest.found(),
+        publisher=publisher,
+        ledger=ledger,
+        force=force,
+        now=now,
+        unchanged=harvest.not_modified,
+    )
+
+
+def publish_found(
+    found: Iterable[Found],
+    *,
+    publisher: Publisher,
+    ledger: Ledger,
+    force: bool,
+    now: datetime,
+    unchanged: Iterable[uuid.UUID] = (),
+    batch_documents: int = BATCH_DOCUMENTS,
+) -> Report:
+    """Publishes documents as ``found`` yields them, a batch at a time; reports the rest.
+
+    Only one batch of documents is held at once, and only the ids of those before it, so an
+    export of any size is published in bounded memory. A batch is on the topic and in the
+    ledger before ``found`` is asked for the next document.
+    """
+    report = Report(unchanged=list(unchanged))
+    seen: set[uuid.UUID] = set()
+    batch: dict[uuid.UUID, RawDocument] = {}
+    batch_chars = 0
+    for item in found:
+        if isinstance(item, Failure):
+            report.failed.append(item)
+            continue
+        if item.document_id in seen:
+            continue  # two routes to one source: the first wins
+        seen.add(item.document_id)
+        batch[item.document_id] = item
+        batch_chars += len(item.content)
+        if len(batch) >= batch_documents or batch_chars >= BATCH_CHARS:
+            _publish_batch(batch, report, publisher=publisher, ledger=ledger, force=force, now=now)
+            batch, batch_chars = {}, 0
+    _publish_batch(batch, report, publisher=publisher, ledger=ledger, force=force, now=now)
+    return report
+
+
+def _publish_batch(
+    documents: dict[uuid.UUID, RawDocument],
+    report: Report,
+    *,
+    publisher: Publisher,
+    ledger: Ledger,
+    force: bool,
+    now: datetime,
+) -> None:
+    if not documents:
+        return
     if not force:
         for forgotten in sorted(ledger.forgotten(documents), key=str):
             report.forgotten.append(documents.pop(forgotten).document_id)
@@ -71,8 +129,7 @@ def publish_harvest(
             report.failed.append(Failure(source, f"not delivered to Kafka: {reason}"))
         publisher.failed.clear()
     ledger.record_published(documents.values(), now)
-    report.published = list(documents)
-    return report
+    report.published += documents
 
 
 def publish_tombstones(

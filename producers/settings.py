@@ -1,10 +1,12 @@
-"""Settings of the crawler (``llm-twin crawl``): politeness and limits, all overridable."""
+"""Settings of the producers: the crawler's politeness and limits (``llm-twin crawl``) and the
+importer's limits (``llm-twin import``), all overridable."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from producers.exports.archive import ImportLimits
 from producers.fetch import FetchPolicy
 from schemas.common import MiB
 
@@ -28,4 +30,29 @@ class CrawlSettings(BaseSettings):
             max_redirects=self.max_redirects,
             retries=self.retries,
             allow_private_networks=allow_private_networks,
+        )
+
+
+class ImportSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_TWIN_IMPORT_", extra="ignore")
+
+    max_file_bytes: int = Field(
+        default=ImportLimits.max_file_bytes, gt=0, description="Largest file read whole"
+    )
+    max_zip_bytes: int = Field(
+        default=ImportLimits.max_zip_bytes,
+        gt=0,
+        description="Bytes decompressed from one zip in all, counted as they come out",
+    )
+    max_zip_ratio: float = Field(
+        default=ImportLimits.max_zip_ratio,
+        ge=1,
+        description="Decompressed per compressed byte, of each zip member read and of the zip",
+    )
+
+    def limits(self) -> ImportLimits:
+        return ImportLimits(
+            max_file_bytes=self.max_file_bytes,
+            max_zip_bytes=self.max_zip_bytes,
+            max_zip_ratio=self.max_zip_ratio,
         )

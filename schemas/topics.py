@@ -31,6 +31,9 @@ class Topic:
     retention_ms: int
     tombstones: bool
     description: str
+    # Carries authority (what to index or delete, what to train, which adapter,
+    # what to generate for whom): our producers sign it, consumers verify it.
+    signed: bool = False
 
     @cached_property
     def adapter(self) -> TypeAdapter[Any]:
@@ -48,6 +51,7 @@ RAW_DOCUMENTS = Topic(
     retention_ms=FOREVER,
     tombstones=True,
     description="Documents as producers found them; a null value deletes the document.",
+    signed=True,
 )
 DEAD_LETTERS = Topic(
     name="twin.dead-letters",
@@ -68,6 +72,7 @@ GENERATION_REQUESTS = Topic(
     retention_ms=1 * DAY_MS,
     tombstones=False,
     description="Generation requests and cancellations.",
+    signed=True,
 )
 GENERATION_TOKENS = Topic(
     name=TOKENS_TOPIC,
@@ -89,6 +94,7 @@ DATASET_SNAPSHOTS = Topic(
     retention_ms=FOREVER,
     tombstones=False,
     description="Manifests of dataset snapshots, for the trainer.",
+    signed=True,
 )
 MODELS = Topic(
     name="twin.models",
@@ -99,6 +105,7 @@ MODELS = Topic(
     retention_ms=FOREVER,
     tombstones=False,
     description="Adapters trained per author, for serving.",
+    signed=True,
 )
 
 REGISTRY: dict[str, Topic] = {

@@ -1,11 +1,14 @@
 """Which adapter answers for an author: the registry's active one, switched without a restart.
 
-The registry lives in the warehouse (infra/adapters.py). This keeps a copy of
-every author's active adapter id, read again every ``refresh_s`` and at once
-when an ``AdapterRegistered`` event arrives; a backend that holds adapters
-itself (local) loads each one the first time it is needed, while a remote one
-(TGI, OpenAI-compatible) is given the adapter id. An adapter that cannot be
-loaded here is reported once and the author is answered by the base model.
+The registry lives in the warehouse (infra/adapters.py), written by the trainer
+alone. This keeps a copy of every author's active adapter id, read again every
+``refresh_s`` and at once when an ``AdapterRegistered`` notice arrives (the
+notice itself is never trusted: only the registry says what is active); a
+backend that holds adapters itself (local) loads each one the first time it is
+needed, from its recorded directory under the adapters directory and only if
+its files' hashes match the record, while a remote one (TGI,
+OpenAI-compatible) is given the adapter id. An adapter that cannot be loaded
+here is reported once and the author is answered by the base model.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pymongo.database import Database
@@ -32,9 +34,15 @@ REFRESH_S = 2.0
 
 class ActiveAdapters:
     def __init__(
-        self, db: Database[Document], backend: Backend, *, refresh_s: float = REFRESH_S
+        self,
+        db: Database[Document],
+        backend: Backend,
+        *,
+        adapters_root: Path,
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self._db = db
+        self._root = adapters_root
         self._backend = backend
         self._refresh_s = refresh_s
         self._active: dict[str, str] = {}
@@ -53,15 +61,15 @@ class ActiveAdapters:
         return None if adapter_id in self._broken else adapter_id
 
     async def registered(self, adapter: AdapterRegistered) -> bool:
-        """An ``AdapterRegistered`` event: record it (the activation policy decides), re-read."""
-        activated = await asyncio.to_thread(registry.register, self._db, adapter, datetime.now(UTC))
+        """An ``AdapterRegistered`` notice: re-read the registry; True if that one is active."""
+        await self._read()
+        activated = self._active.get(adapter.author) == adapter.adapter_id
         log.info(
             "adapter %s for %s: %s",
             adapter.adapter_id,
             adapter.author,
-            "active" if activated else "kept inactive (worse held-out perplexity)",
+            "active" if activated else "not the registry's active adapter",
         )
-        await self._read()
         return activated
 
     async def _read(self) -> None:
@@ -77,9 +85,17 @@ class ActiveAdapters:
             if adapter_id in self._backend.adapters or adapter_id in self._broken:
                 return
             try:
-                adapter = await asyncio.to_thread(registry.get, self._db, adapter_id)
-                await self._backend.add_adapter(adapter_id, Path(adapter.path))
-            except (BackendError, registry.UnknownAdapter, PyMongoError) as error:
+                directory = await asyncio.to_thread(
+                    registry.verified_path, self._db, adapter_id, self._root
+                )
+                await self._backend.add_adapter(adapter_id, directory)
+            except (
+                BackendError,
+                registry.UnknownAdapter,
+                registry.AdapterRefused,
+                PyMongoError,
+                OSError,
+            ) as error:
                 log.warning(
                     "adapter %s cannot be served, using the base model: %s", adapter_id, error
                 )

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,12 +32,20 @@ from schemas.generation import (
     TokenEvent,
     Usage,
 )
+from schemas.redact import without_credentials
 from serving.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[ReplyEvent], Awaitable[None]]
-MAX_ERROR_MESSAGE = 4000
+# What a client reads for each failure: ours, never the exception's text, which names
+# backend URLs (credentials included) and internals. The details go to the log.
+SAFE_MESSAGES = {
+    ErrorCode.DEADLINE_EXCEEDED: "the deadline passed before the answer was complete",
+    ErrorCode.BACKEND_UNAVAILABLE: "the model is unreachable or busy; try again shortly",
+    ErrorCode.BACKEND_ERROR: "the model failed while answering",
+    ErrorCode.INTERNAL: "internal error while answering",
+}
 # A list marker at the start of a line the backend wrote: "-", "*", "1.", "2)".
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\d+[.)])\s*")
 
@@ -71,31 +80,36 @@ class Answerer:
         started = time.perf_counter()
         remaining = (request.deadline - datetime.now(UTC)).total_seconds()
 
-        def error(code: ErrorCode, message: str) -> ErrorEvent:
-            if len(message) > MAX_ERROR_MESSAGE:  # the wire contract's bound
-                message = message[: MAX_ERROR_MESSAGE - 1] + "\u2026"
+        def error(code: ErrorCode) -> ErrorEvent:
             return ErrorEvent(
-                request_id=request.request_id, attempt=attempt, code=code, message=message
+                request_id=request.request_id,
+                attempt=attempt,
+                code=code,
+                message=SAFE_MESSAGES[code],
             )
 
         if remaining <= 0:
-            await emit(error(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before it started"))
+            await emit(error(ErrorCode.DEADLINE_EXCEEDED))
             return
         try:
             async with asyncio.timeout(remaining):
                 done = await self._generate(request, attempt, emit, started)
         except TimeoutError:
-            await emit(error(ErrorCode.DEADLINE_EXCEEDED, "the deadline passed while generating"))
+            await emit(error(ErrorCode.DEADLINE_EXCEEDED))
             return
         except BackendUnavailable as failure:
-            await emit(error(ErrorCode.BACKEND_UNAVAILABLE, str(failure)))
+            log.warning("request %s: %s", request.request_id, _loggable(failure))
+            await emit(error(ErrorCode.BACKEND_UNAVAILABLE))
             return
         except BackendFailed as failure:
-            await emit(error(ErrorCode.BACKEND_ERROR, str(failure)))
+            log.warning("request %s: %s", request.request_id, _loggable(failure))
+            await emit(error(ErrorCode.BACKEND_ERROR))
             return
-        except Exception:  # the boundary: a request always ends, whatever broke
-            log.exception("request %s failed", request.request_id)
-            await emit(error(ErrorCode.INTERNAL, "internal error while answering"))
+        except Exception:  # noqa: BLE001 - the boundary: a request always ends, whatever broke
+            # The traceback, for whoever debugs it, with any URL's credentials masked.
+            trace = without_credentials(traceback.format_exc())
+            log.error("request %s failed:\n%s", request.request_id, trace)
+            await emit(error(ErrorCode.INTERNAL))
             return
         await emit(done)
 
@@ -172,6 +186,10 @@ class Answerer:
                 text += event.text
         lines = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
         return [line for line in lines if line][:wanted]
+
+
+def _loggable(failure: BaseException) -> str:
+    return without_credentials(f"{type(failure).__name__}: {failure}")
 
 
 def _sources(passages: list[Passage]) -> list[Source]:

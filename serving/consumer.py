@@ -8,6 +8,11 @@ worker, which answers the request again as a new ``attempt`` (the warehouse
 counts attempts, and remembers answered requests so a redelivery after the
 answer is not answered twice). Reply events go to the partition the request
 names in ``reply_to``, in order, from one producer.
+
+With a signing key, a request, cancel or adapter notice that a holder of the
+key did not sign is dead-lettered unread; so is a request naming a reply
+partition the topic does not have (it could never be answered, and its
+offset would hold back every request behind it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from infra import warehouse
+from infra import kafka, warehouse
+from schemas import signing
 from schemas.dead_letters import DeadLetter
 from schemas.generation import (
     Cancel,
@@ -34,10 +40,11 @@ from schemas.generation import (
     ReplyEvent,
 )
 from schemas.serde import DecodeError, decode, encode
+from schemas.signing import SignatureError, Signer
 from schemas.topics import DEAD_LETTERS, GENERATION_REQUESTS, GENERATION_TOKENS, MODELS
 from schemas.training import AdapterRegistered
 from serving.answer import Answerer
-from serving.faust_kafka import LowLatencyApp
+from serving.faust_kafka import LowLatencyApp, faust_credentials
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +64,18 @@ class RetrievalConsumer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: kafka.Brokers | str,
         answerer: Answerer,
         db: Database[warehouse.Document],
         *,
         datadir: Path,
         app_id: str = APP_ID,
         on_adapter: Callable[[AdapterRegistered], Awaitable[object]] | None = None,
+        signer: Signer | None = None,
     ) -> None:
+        self._brokers = kafka.brokers(bootstrap_servers)
+        self._signer = signer
+        self._reply_partitions = GENERATION_TOKENS.partitions
         self._answerer = answerer
         self._on_adapter = on_adapter
         self._db = db
@@ -73,7 +84,8 @@ class RetrievalConsumer:
         self.joined = asyncio.Event()
         self.app = LowLatencyApp(
             app_id,
-            broker=f"kafka://{bootstrap_servers}",
+            broker=f"kafka://{self._brokers.servers}",
+            broker_credentials=faust_credentials(self._brokers),
             datadir=str(datadir),
             # Faust binds a web port even with its web server off (DESIGN.md): a free
             # one, so several workers fit on one machine.
@@ -112,6 +124,11 @@ class RetrievalConsumer:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     async def start(self) -> None:
+        # The topic as it is, not as the registry declares it: an operator may have
+        # added partitions, and a request may name only one that exists.
+        self._reply_partitions = await asyncio.to_thread(
+            kafka.partition_count, self._brokers, GENERATION_TOKENS.name
+        )
         await self.app.start()
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
@@ -136,9 +153,21 @@ class RetrievalConsumer:
         async for event in stream.noack().events():
             message = event.message
             try:
+                self._verify(message)
                 request = decode(GENERATION_REQUESTS, message.value)
-            except DecodeError as error:
-                await self._dead_letter(message, str(error))
+            except (DecodeError, SignatureError) as error:
+                await self._dead_letter(message, str(error), _stage(error))
+                await stream.ack(event)
+                continue
+            if (
+                isinstance(request, GenerationRequest)
+                and request.reply_to.partition >= self._reply_partitions
+            ):
+                reason = (
+                    f"reply_to.partition {request.reply_to.partition} does not exist: "
+                    f"{GENERATION_TOKENS.name} has {self._reply_partitions} partitions"
+                )
+                await self._dead_letter(message, reason, "validate")
                 await stream.ack(event)
                 continue
             if isinstance(request, Cancel):
@@ -156,9 +185,10 @@ class RetrievalConsumer:
         assert self._on_adapter is not None
         async for event in stream.events():
             try:
+                self._verify(event.message)
                 adapter = decode(MODELS, event.message.value)
-            except DecodeError as error:
-                await self._dead_letter(event.message, str(error))
+            except (DecodeError, SignatureError) as error:
+                await self._dead_letter(event.message, str(error), _stage(error))
                 continue
             await self._on_adapter(adapter)
 
@@ -215,15 +245,22 @@ class RetrievalConsumer:
             self._cancelled.add(request_id)
             task.cancel()
 
-    async def _dead_letter(self, message: Any, reason: str) -> None:
+    def _verify(self, message: Any) -> None:
+        signing.verify(self._signer, message.topic, message.key, message.value, message.headers)
+
+    async def _dead_letter(self, message: Any, reason: str, stage: str = "decode") -> None:
         letter = DeadLetter.for_message(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
             key=message.key,
             value=message.value,
-            stage="decode",
+            stage=stage,
             reason=reason,
         )
         log.warning("rejected a message at %s/%s: %s", message.partition, message.offset, reason)
         await self._dead_letters.send(key=message.key, value=encode(letter))
+
+
+def _stage(error: Exception) -> str:
+    return "verify" if isinstance(error, SignatureError) else "decode"

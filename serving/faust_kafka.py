@@ -9,10 +9,13 @@ the consumer starts; everything else is Faust's own aiokafka driver.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from infra import kafka
 
 # DESIGN.md: every latency-sensitive consumer fetches with a wait of at most 10 ms.
 FETCH_WAIT_MS = 5
@@ -33,6 +36,24 @@ class _Consumer(faust_aiokafka.Consumer):
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+
+
+def faust_credentials(brokers: kafka.Brokers) -> Any:
+    """The brokers' security settings as Faust's credentials (None: plaintext, no login)."""
+    protocol = brokers.protocol or "PLAINTEXT"
+    if protocol == "PLAINTEXT":
+        return None
+    context = (
+        ssl.create_default_context(cafile=brokers.ssl_ca_file) if protocol.endswith("SSL") else None
+    )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=brokers.sasl_username,
+        password=brokers.sasl_password.get_secret_value() if brokers.sasl_password else None,
+        ssl_context=context,
+        mechanism=brokers.sasl_mechanism or "PLAIN",
+    )
 
 
 class LowLatencyApp(faust.App):

@@ -2,7 +2,8 @@
 
 ``LLM_TWIN_API_KEYS`` maps each key to the author slugs it may use (``"*"``:
 all). Unset, the API serves loopback only with one local key, made on first
-use and kept in ``LLM_TWIN_HOME/api-key`` (mode 0600). Keys are compared in
+use and kept in ``LLM_TWIN_HOME/api-key`` (mode 0600; a key file that other
+users may read or write is refused). Keys are compared in
 constant time and never logged: a :class:`Caller` carries only a fingerprint.
 """
 
@@ -14,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,12 @@ def local_key(home: Path) -> str:
                 os.link(temporary, path)
         finally:
             Path(temporary).unlink(missing_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:  # another local user may have read it: it admits to every twin
+        raise KeysError(
+            f"{path} is readable or writable by other users (mode {mode:04o}): "
+            f"run `chmod 600 {path}`, or delete it to make a new key"
+        )
     key = path.read_text(encoding="utf-8").strip()
     if len(key) < MIN_KEY_LENGTH:
         raise KeysError(f"{path} holds no usable key: delete it to make a new one")

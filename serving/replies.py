@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from infra import kafka
 from schemas.generation import (
@@ -42,6 +42,7 @@ from schemas.generation import (
     ReplyTo,
 )
 from schemas.serde import DecodeError, decode
+from schemas.signing import Signer
 from schemas.topics import GENERATION_REQUESTS, GENERATION_TOKENS
 
 log = logging.getLogger(__name__)
@@ -93,22 +94,20 @@ class _Waiter:
 class ReplyChannel:
     """Sends requests and routes their replies; one per process, shared by its requests."""
 
-    def __init__(self, bootstrap_servers: str, publisher: kafka.Publisher, partition: int) -> None:
+    def __init__(
+        self, bootstrap_servers: kafka.Brokers | str, publisher: kafka.Publisher, partition: int
+    ) -> None:
         self.partition = partition
         self._publisher = publisher
         self._waiters: dict[uuid.UUID, _Waiter] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "client.id": "llm-twin-replies",
-                # Partitions are assigned, not subscribed: the group id only names us.
-                "group.id": f"llm-twin-replies-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-            }
-            | kafka.assigned_consumer_tuning(fetch_wait_ms=5)
+        self._consumer = kafka.make_assigned_consumer(
+            bootstrap_servers,
+            "llm-twin-replies",
+            # Partitions are assigned, not subscribed: the group id only names us.
+            f"llm-twin-replies-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            fetch_wait_ms=5,
         )
         # Read from the end as it is now: every reply to a request sent from here on
         # lands after it. (An end computed short by Tansu's multi-record batches only
@@ -214,7 +213,12 @@ class ReplyChannel:
 
 
 def open_channel(
-    bootstrap_servers: str, home: Path, *, one_record_per_batch: bool, partition: int | None = None
+    bootstrap_servers: kafka.Brokers | str,
+    home: Path,
+    *,
+    one_record_per_batch: bool,
+    partition: int | None = None,
+    signer: Signer | None = None,
 ) -> tuple[ReplyChannel, PartitionClaim | None]:
     """A channel on ``partition``, or on a partition claimed under ``home`` when None."""
     claim = None
@@ -224,6 +228,7 @@ def open_channel(
     publisher = kafka.Publisher(
         kafka.make_producer(
             bootstrap_servers, "llm-twin-requests", one_record_per_batch=one_record_per_batch
-        )
+        ),
+        signer,
     )
     return ReplyChannel(bootstrap_servers, publisher, partition), claim

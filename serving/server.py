@@ -21,11 +21,12 @@ from typing import Any
 import uvicorn
 from pymongo.database import Database
 
-from infra import warehouse
+from infra import kafka, warehouse
 from llm.backend import Backend
+from schemas.signing import Signer
 from serving.adapters import ActiveAdapters
 from serving.answer import Answerer, AnswerSettings
-from serving.api import create_app
+from serving.api import Limits, create_app
 from serving.consumer import RetrievalConsumer
 from serving.keys import ApiKeys
 from serving.replies import open_channel
@@ -39,7 +40,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @dataclass(frozen=True)
 class Parts:
-    bootstrap_servers: str
+    bootstrap_servers: kafka.Brokers | str
     one_record_per_batch: bool
     db: Database[warehouse.Document]
     store: VectorStore
@@ -47,11 +48,12 @@ class Parts:
     backend: Backend
     home: Path
     settings: ServingSettings
+    signer: Signer | None = None
 
 
 def build_answerer(parts: Parts) -> tuple[Answerer, Retriever, ActiveAdapters]:
     retriever = Retriever(parts.store, parts.embedder, k=parts.settings.retrieval_k)
-    adapters = ActiveAdapters(parts.db, parts.backend)
+    adapters = ActiveAdapters(parts.db, parts.backend, adapters_root=parts.home / "adapters")
 
     @functools.lru_cache(maxsize=1024)
     def author_name(slug: str) -> str:
@@ -79,6 +81,7 @@ def build_consumer(parts: Parts) -> tuple[RetrievalConsumer, Retriever]:
         parts.db,
         datadir=parts.home / "serving",
         on_adapter=adapters.registered,
+        signer=parts.signer,
     )
     return consumer, retriever
 
@@ -112,6 +115,7 @@ async def serve(
         parts.home,
         one_record_per_batch=parts.one_record_per_batch,
         partition=parts.settings.reply_partition,
+        signer=parts.signer,
     )
     app = create_app(
         channel,
@@ -120,8 +124,21 @@ async def serve(
         authors=parts.store.authors,
         ready=consumer.joined.is_set,
         timeout_s=parts.settings.request_timeout_s,
+        limits=Limits.of(parts.settings),
+        count_tokens=parts.backend.count_tokens,
     )
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    # X-Forwarded-For names the client only when a proxy on this machine sent it: /metrics
+    # answers loopback clients, and FORWARDED_ALLOW_IPS in the environment must not widen that.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1,::1",
+    )
+    server = _Server(config)
 
     async def announce() -> None:
         while not server.started:

@@ -36,3 +36,29 @@ class ServingSettings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="The key the CLI sends to a running API; unset: the local key"
     )
+    # The largest legitimate body is a chat of long turns: the prompt alone is at most
+    # 32,000 characters (up to 192 KB as JSON escapes); 1 MiB leaves room for history.
+    max_request_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="The API's largest request body; larger ones get 413 before they are read",
+    )
+    # The local backend runs 2 generations at once (LLM_TWIN_LOCAL_CONCURRENCY) and queues
+    # the rest: 16 in flight is 8 deep, the most a 120 s deadline sensibly waits behind.
+    max_generations: int = Field(
+        default=16, ge=1, le=10_000, description="The API's generations in flight, all keys"
+    )
+    max_generations_per_key: int = Field(
+        default=4, ge=1, le=10_000, description="The API's generations in flight for one key"
+    )
+    max_prompt_tokens: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description="The longest prompt (the user's text, in the backend's tokens) a request "
+        "may send; longer ones get 413",
+    )
+    api_docs: bool = Field(
+        default=False, description="Serve /docs, /redoc and /openapi.json (off: not served)"
+    )

@@ -18,6 +18,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from schemas.dead_letters import DeadLetter
+from schemas.signing import Signer
 from streams import steps
 from streams.chunk import TokenCounter
 from streams.items import STORE_PARTITION, Delete, Incoming, Indexed, Prepared, Rejected, Skipped
@@ -33,11 +34,12 @@ def build_flow(
     limits: steps.Limits,
     embed_batch_size: int = 64,
     to_incoming: Callable[[Any], Incoming] = lambda record: record,
+    signer: Signer | None = None,
 ) -> Dataflow:
     flow = Dataflow("ingest")
     records = op.map("records", op.input("source", flow, source), to_incoming)
     # Incoming
-    decoded = op.map("decode", records, lambda r: steps.decode(r, limits))
+    decoded = op.map("decode", records, lambda r: steps.decode(r, limits, signer))
     # Upsert | Delete | Rejected
     prepared = op.map("clean-and-chunk", decoded, lambda c: steps.prepare(c, counter, limits))
     # Prepared | Delete | Rejected

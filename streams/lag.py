@@ -12,7 +12,7 @@ from infra import kafka, warehouse
 from schemas.topics import RAW_DOCUMENTS, Topic
 
 
-def watermarks(bootstrap: str, topic: Topic) -> dict[int, tuple[int, int]]:
+def watermarks(bootstrap: kafka.Brokers | str, topic: Topic) -> dict[int, tuple[int, int]]:
     """``(low, high)`` offsets of every partition of ``topic``."""
     consumer = kafka.make_consumer(bootstrap, "llm-twin-watermarks", latency_sensitive=True)
     try:
@@ -25,7 +25,7 @@ def watermarks(bootstrap: str, topic: Topic) -> dict[int, tuple[int, int]]:
 
 
 def ingest_lag(
-    bootstrap: str, db: Database[warehouse.Document], incarnation: str
+    bootstrap: kafka.Brokers | str, db: Database[warehouse.Document], incarnation: str
 ) -> dict[int, int]:
     """Records per partition that no sink has processed yet (in this broker incarnation)."""
     done = warehouse.progress(db, incarnation)
@@ -36,7 +36,7 @@ def ingest_lag(
 
 
 def wait_until_caught_up(
-    bootstrap: str,
+    bootstrap: kafka.Brokers | str,
     db: Database[warehouse.Document],
     incarnation: str,
     *,

@@ -24,6 +24,7 @@ from bytewax.inputs import StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig
 
 from infra import kafka, warehouse
+from schemas.signing import Signer
 from schemas.topics import RAW_DOCUMENTS
 from streams.dataflow import build_flow
 from streams.items import Incoming
@@ -43,13 +44,15 @@ SOURCE_BATCH = 64
 
 @dataclass(frozen=True)
 class Connections:
-    bootstrap_servers: str
+    bootstrap_servers: kafka.Brokers | str
     mongodb_uri: str
     mongodb_database: str
     qdrant_location: str
     qdrant_api_key: str | None
     incarnation_id: str
     one_record_per_batch: bool
+    # Verifies every raw document and tombstone; None: no key configured, nothing verified.
+    signer: Signer | None = None
 
 
 @dataclass(frozen=True)
@@ -72,24 +75,25 @@ class RawDocumentsSource(KafkaSource):
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: kafka.Brokers | str,
         *,
         tail: bool,
         fetch_wait_ms: int,
         stop: threading.Event | None = None,
     ) -> None:
+        where = kafka.brokers(bootstrap_servers)
         super().__init__(
-            brokers=[bootstrap_servers],
+            brokers=[where.servers],
             topics=[RAW_DOCUMENTS.name],
             tail=tail,
             # Offset 0, not OFFSET_BEGINNING: resolving "beginning" took librdkafka
             # ~0.5 s against Tansu, and where 0 is gone (retention, compaction) the
             # consumer's auto.offset.reset=earliest lands on the oldest record anyway.
             starting_offset=0,
-            add_config=kafka.assigned_consumer_tuning(fetch_wait_ms),
+            add_config=where.security() | kafka.assigned_consumer_tuning(fetch_wait_ms),
             batch_size=SOURCE_BATCH,
         )
-        self.bootstrap_servers = bootstrap_servers
+        self.bootstrap_servers = where
         self.stop = stop
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
@@ -201,7 +205,8 @@ def run(
             connections.bootstrap_servers,
             "llm-twin-ingest",
             one_record_per_batch=connections.one_record_per_batch,
-        )
+        ),
+        connections.signer,
     )
     try:
         # tail=False: the source ends at each partition's end (``--until-idle``).
@@ -231,6 +236,7 @@ def run(
             limits=settings.limits(),
             embed_batch_size=settings.embed_batch_size,
             to_incoming=to_incoming,
+            signer=connections.signer,
         )
         try:
             cli_main(

@@ -186,7 +186,7 @@ class StoreWriter:
     ) -> None:
         document_id = deletion.document_id
         owner = indexed.author if indexed else warehouse.author_of(self.db, document_id)
-        if owner is not None and deletion.author is not None and deletion.author != owner:
+        if owner is not None and deletion.author != owner:
             # The stream forgets owners with each broker incarnation; the warehouse does not.
             reason = f"tombstone from {deletion.author} for a document of {owner}"
             self.dead_letter(deletion.incoming.reject("validate", reason).letter)

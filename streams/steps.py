@@ -12,9 +12,10 @@ import numpy as np
 import numpy.typing as npt
 
 from infra import warehouse
-from schemas import serde
+from schemas import serde, signing
 from schemas.common import AUTHOR_SLUG_PATTERN
 from schemas.documents import RawDocument
+from schemas.signing import Signer
 from schemas.topics import RAW_DOCUMENTS
 from streams.chunk import MAX_TOKENS, OVERLAP_TOKENS, TokenCounter, chunk
 from streams.clean import clean
@@ -39,8 +40,17 @@ class Limits:
     overlap_tokens: int = OVERLAP_TOKENS
 
 
-def decode(incoming: Incoming, limits: Limits) -> Upsert | Delete | Rejected:
-    """Bytes to a typed change: a document, a tombstone, or a reason to reject it."""
+def decode(
+    incoming: Incoming, limits: Limits, signer: Signer | None = None
+) -> Upsert | Delete | Rejected:
+    """Bytes to a typed change: a document, a tombstone, or a reason to reject it.
+
+    With a ``signer``, only what a holder of the deployment's key signed is acted on.
+    """
+    try:
+        signing.verify(signer, incoming.topic, incoming.key, incoming.value, incoming.headers)
+    except signing.SignatureError as error:
+        return incoming.reject("verify", str(error))
     if incoming.key is None:
         return incoming.reject("decode", "no key: the key must be the document id")
     try:
@@ -53,8 +63,14 @@ def decode(incoming: Incoming, limits: Limits) -> Upsert | Delete | Rejected:
         # its versions on two partitions, with no order between them.
         return incoming.reject("decode", f"the key must be written {key}, not {text[:64]!r}")
     if incoming.value is None:
+        # The author's name is what lets the store delete only that author's
+        # document: a tombstone without one could delete anybody's.
         author = incoming.header(AUTHOR_HEADER)
-        if author is not None and _SLUG.fullmatch(author) is None:
+        if author is None:
+            return incoming.reject(
+                "validate", f"a tombstone needs an {AUTHOR_HEADER} header naming its author"
+            )
+        if _SLUG.fullmatch(author) is None:
             return incoming.reject("validate", f"the {AUTHOR_HEADER} header is not an author slug")
         return Delete(key, author, incoming)
     try:
@@ -130,7 +146,7 @@ def track_versions(state: Known | None, change: Change) -> tuple[Known | None, C
     if isinstance(change, Delete):
         if state is None:
             return None, change
-        if change.author is not None and change.author != state.author:
+        if change.author != state.author:
             return state, change.incoming.reject(
                 "validate", f"tombstone from {change.author} for a document of {state.author}"
             )

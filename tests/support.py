@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings
 from infra import kafka
 from infra.settings import PlatformSettings
 from llm.settings import LLMSettings
-from producers.settings import CrawlSettings
+from producers.settings import CrawlSettings, ImportSettings
 from schemas.topics import REGISTRY
 from serving.settings import ServingSettings
 from streams.settings import IngestSettings
@@ -26,6 +26,7 @@ from trainer.settings import JudgeSettings, TrainSettings
 ALL_SETTINGS: list[type[BaseSettings]] = [
     PlatformSettings,
     CrawlSettings,
+    ImportSettings,
     IngestSettings,
     LLMSettings,
     ServingSettings,
@@ -43,6 +44,12 @@ EXTERNAL_SETTINGS = (
     "LLM_TWIN_HOME",
     "LLM_TWIN_KAFKA_PORT",
     "LLM_TWIN_MONGODB_PORT",
+    "LLM_TWIN_SIGNING_KEY",
+    "LLM_TWIN_KAFKA_SECURITY_PROTOCOL",
+    "LLM_TWIN_KAFKA_SASL_MECHANISM",
+    "LLM_TWIN_KAFKA_SASL_USERNAME",
+    "LLM_TWIN_KAFKA_SASL_PASSWORD",
+    "LLM_TWIN_KAFKA_SSL_CA_FILE",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pymongo.database import Database
@@ -73,3 +74,45 @@ def test_a_person_activates_and_rolls_back(db: Database[warehouse.Document]) -> 
         registry.rollback(db, author)
     with pytest.raises(registry.UnknownAdapter):
         registry.activate(db, "no-such-adapter")
+
+
+def _on_disk(root: Path, author: str, name: str) -> AdapterRegistered:
+    directory = root / f"{author}-{name}"
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text('{"r": 4}')
+    (directory / "adapter_model.safetensors").write_bytes(b"weights")
+    return adapter(author, name, 3.0).model_copy(update={"path": str(directory)})
+
+
+def test_serving_loads_only_the_files_the_trainer_recorded_under_the_adapters_directory(
+    db: Database[warehouse.Document], tmp_path: Path
+) -> None:
+    root = tmp_path / "adapters"
+    author = f"ben-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    good = _on_disk(root, author, "good")
+    registry.register(db, good, now)
+    assert registry.verified_path(db, good.adapter_id, root) == Path(good.path).resolve()
+
+    changed = _on_disk(root, author, "changed")
+    registry.register(db, changed, now)
+    Path(changed.path, "adapter_model.safetensors").write_bytes(b"someone else's weights")
+    added = _on_disk(root, author, "added")
+    registry.register(db, added, now)
+    Path(added.path, "extra.safetensors").write_bytes(b"more")
+    outside = _on_disk(tmp_path / "elsewhere", author, "outside")
+    registry.register(db, outside, now)
+    linked = _on_disk(root, author, "linked")
+    registry.register(db, linked, now)
+    Path(linked.path, "adapter_model.safetensors").unlink()
+    Path(linked.path, "adapter_model.safetensors").symlink_to(tmp_path / "elsewhere")
+    for refused, reason in (
+        (changed, "not the ones its trainer recorded"),
+        (added, "not the ones its trainer recorded"),
+        (outside, "outside"),
+        (linked, "is a link"),
+    ):
+        with pytest.raises(registry.AdapterRefused, match=reason):
+            registry.verified_path(db, refused.adapter_id, root)
+    with pytest.raises(registry.UnknownAdapter):
+        registry.verified_path(db, f"{author}-never-recorded", root)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pymongo.errors import OperationFailure
 
-from infra import localstack, warehouse
+from infra import credentials, localstack, warehouse
+from infra.settings import PlatformSettings
 from tests.factories import raw_document
 from tests.support import run_cli
 
@@ -36,12 +38,20 @@ def _pids(home: Path) -> list[int]:
 
 
 def _answers(address: str) -> bool:
-    host, _, port = address.removeprefix("mongodb://").rstrip("/").rpartition(":")
+    where = address.removeprefix("mongodb://").rpartition("@")[2].partition("/")[0]
+    host, _, port = where.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=1):
             return True
     except OSError:
         return False
+
+
+def _logged_in_uri(home: Path) -> str:
+    """The warehouse's address with its login, as our commands connect (status shows neither)."""
+    uri = localstack.endpoints(PlatformSettings(home=home)).mongodb_uri
+    assert uri is not None
+    return uri
 
 
 def test_up_status_down_leave_nothing_behind(tmp_path: Path) -> None:
@@ -93,7 +103,7 @@ def test_a_killed_broker_comes_back_as_a_new_incarnation_and_the_warehouse_keeps
     tmp_path: Path,
 ) -> None:
     first = _up(tmp_path)
-    uri = str(first["mongodb"]["uri"])  # type: ignore[index]
+    uri = _logged_in_uri(tmp_path)
     document = raw_document()
     client = warehouse.connect(uri)
     warehouse.save_raw_document(client["llm_twin"], document)
@@ -110,9 +120,9 @@ def test_a_killed_broker_comes_back_as_a_new_incarnation_and_the_warehouse_keeps
         assert run_cli(tmp_path, "infra", "down").returncode == 0
 
     # The warehouse is on disk: a new process finds the document again.
-    third = _up(tmp_path)
+    _up(tmp_path)
     try:
-        client = warehouse.connect(str(third["mongodb"]["uri"]))  # type: ignore[index]
+        client = warehouse.connect(_logged_in_uri(tmp_path))
         assert warehouse.load_raw_document(client["llm_twin"], document.document_id) == document
         client.close()
     finally:
@@ -196,3 +206,53 @@ def test_a_password_in_mongodb_uri_is_never_printed(
     assert result.returncode == 0
     assert secret not in result.stdout + result.stderr
     assert json.loads(result.stdout)["mongodb"]["uri"] == "mongodb://admin:***@127.0.0.1:1/"
+
+
+def test_the_home_is_private_and_the_warehouse_needs_its_login(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    previous = os.umask(0o022)  # a common shell umask: files readable by everyone
+    try:
+        _up(home)
+        try:
+            uri = _logged_in_uri(home)
+            address = str(_status(home)["mongodb"]["uri"])
+            login = credentials.warehouse_login(home)
+            assert login is not None
+            assert login.password not in address, "status never shows the password"
+            # Another local user reaching the port without the login reads nothing.
+            plain = "mongodb://" + address.rpartition("@")[2]
+            stranger = warehouse.connect(plain, timeout_ms=3000)
+            with pytest.raises(OperationFailure, match="requires authentication"):
+                stranger["llm_twin"]["raw_documents"].find_one()
+            stranger.close()
+            client = warehouse.connect(uri)
+            warehouse.save_raw_document(client["llm_twin"], raw_document())
+            client.close()
+            # A command run under that umask writes only owner-readable files.
+            snapshot = run_cli(home, "schemas", "export", str(home / "schemas"))
+            assert snapshot.returncode == 0, snapshot.stderr
+        finally:
+            run_cli(home, "infra", "down")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for secret in (credentials.SIGNING_KEY_FILE, credentials.WAREHOUSE_LOGIN_FILE):
+        assert stat.S_IMODE((home / secret).stat().st_mode) == 0o600, secret
+    exposed = [
+        path
+        for path in home.rglob("*")
+        if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & 0o077
+    ]
+    assert not exposed, f"readable by others: {exposed[:10]}"
+
+
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    _up(tmp_path)
+    try:
+        (tmp_path / credentials.SIGNING_KEY_FILE).chmod(0o644)
+        refused = run_cli(tmp_path, "forget", "--author", "ada")
+        assert refused.returncode == 1
+        assert "chmod 600" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        run_cli(tmp_path, "infra", "down")

@@ -1,7 +1,9 @@
 """The trainer as a consumer of ``twin.dataset.snapshots``: each snapshot becomes an adapter.
 
-One message at a time (training takes the machine): load the snapshot's
-manifest, train (or reuse) the adapter, record it in the registry, announce it
+One message at a time (training takes the machine): verify the message's
+signature (with a signing key) and the snapshot against its warehouse record
+(its directory under the snapshots directory, its manifest and file hashes),
+train (or reuse) the adapter, record it in the registry, announce it
 on ``twin.models``, and only then store the message's offset, so a trainer
 killed mid-training trains that snapshot again when it restarts (from its
 last checkpoint). A snapshot that cannot be trained (its files are missing
@@ -24,8 +26,10 @@ from pymongo.database import Database
 from infra import adapters as registry
 from infra import kafka, snapshots
 from infra.warehouse import Document
+from schemas import signing
 from schemas.dead_letters import DeadLetter
 from schemas.serde import DecodeError, decode
+from schemas.signing import SignatureError, Signer
 from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS, MODELS
 from schemas.training import AdapterRegistered, DatasetSnapshot
 from trainer.lora import TrainConfig, train
@@ -38,12 +42,14 @@ _POLL_S = 0.5
 
 @dataclass(frozen=True)
 class TrainerParts:
-    bootstrap_servers: str
+    bootstrap_servers: kafka.Brokers | str
     one_record_per_batch: bool
     db: Database[Document]
     adapters_root: Path
+    snapshots_root: Path
     config: TrainConfig
     base_model_name: str
+    signer: Signer | None = None
 
 
 def run(
@@ -59,7 +65,8 @@ def run(
             parts.bootstrap_servers,
             "llm-twin-trainer",
             one_record_per_batch=parts.one_record_per_batch,
-        )
+        ),
+        parts.signer,
     )
     try:
         consumer.subscribe([DATASET_SNAPSHOTS.name])
@@ -94,17 +101,29 @@ def _handle(
         publisher.flush()
 
     try:
+        signing.verify(
+            parts.signer,
+            message.topic() or DATASET_SNAPSHOTS.name,
+            message.key(),
+            message.value(),
+            message.headers(),
+        )
+    except SignatureError as error:
+        reject("verify", str(error))
+        return None
+    try:
         announced: DatasetSnapshot = decode(DATASET_SNAPSHOTS, message.value())
     except DecodeError as error:
         reject("decode", str(error))
         return None
-    directory = Path(announced.path)
-    if not (directory / snapshots.MANIFEST).is_file():
-        reject("train", f"the snapshot's files are not on this machine: {directory}")
+    try:
+        snapshot = snapshots.verified(parts.db, announced, parts.snapshots_root)
+    except snapshots.SnapshotRefused as error:
+        reject("verify", str(error))
         return None
     try:
         result = train(
-            snapshots.load(directory),
+            snapshot,
             parts.config,
             parts.adapters_root,
             base_model_name=parts.base_model_name,

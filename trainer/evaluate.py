@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import snapshots
+from llm.local import prompt_ids
 from llm.prompt import Passage, build_messages
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
 from trainer import style
@@ -108,7 +109,8 @@ def evaluate(
         found = retrieval.search(snapshot.author, row["instruction"], retrieval.k * 3)
         passages = [p for document_id, p in found if document_id not in held_out][: retrieval.k]
         messages = build_messages(author_name, row["instruction"], passages)
-        prompt = _prompt_ids(tokenizer, messages)
+        # Serving's own prompt: the tokenizer's specials in the passages broken as there.
+        prompt = prompt_ids(tokenizer, messages)
         with twin.disable_adapter():
             drafts["base"].append(_draft(twin, tokenizer, prompt, max_new_tokens, device))
         drafts["twin"].append(_draft(twin, tokenizer, prompt, max_new_tokens, device))
@@ -144,16 +146,6 @@ def _query_from(text: str) -> str:
     sentences = [s for s in _SENTENCES.split(text.strip()) if s.strip()]
     middle = sentences[len(sentences) // 2] if sentences else text
     return " ".join(middle.split()[:30])
-
-
-def _prompt_ids(tokenizer: Any, messages: list[Any]) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return [int(i) for i in ids]
-    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
-    return [int(i) for i in tokenizer(text + "Assistant:")["input_ids"]]
 
 
 def _draft(model: Any, tokenizer: Any, prompt: list[int], max_new_tokens: int, device: Any) -> str:

@@ -6,7 +6,9 @@ Linear on purpose (nanoGPT's train.py): the sections below run in order.
    reused instead of trained again);
 2. the base model and tokenizer (QLoRA, 4-bit, when CUDA and bitsandbytes are there);
 3. the data: each pair rendered with the base model's chat template, loss on the
-   response tokens only (the author's words), truncated to ``max_seq_tokens``;
+   response tokens only (the author's words), truncated to ``max_seq_tokens``; the
+   pair is outside text, so its control tokens are broken first (a document cannot
+   teach the twin to open a system turn);
 4. the loop: AdamW on the LoRA weights, a checkpoint every ``checkpoint_every`` steps
    (adapter, optimizer, step) that a killed run resumes from;
 5. held-out loss and perplexity of the base model and of the adapter, on the snapshot's
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import snapshots
+from llm.control_tokens import neutralise, special_tokens
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
 
 RESULT = "training.json"
@@ -258,9 +261,11 @@ class _Example:
 
 def example(row: dict[str, Any], tokenizer: Any, config: TrainConfig) -> _Example:
     """Prompt (chat template, generation prompt) + response + end; labels on the response."""
+    specials = special_tokens(tokenizer)
+    instruction = neutralise(row["instruction"], specials)
     messages = [
         {"role": "system", "content": config.system_prompt},
-        {"role": "user", "content": row["instruction"]},
+        {"role": "user", "content": instruction},
     ]
     if getattr(tokenizer, "chat_template", None):
         prompt = list(
@@ -269,9 +274,12 @@ def example(row: dict[str, Any], tokenizer: Any, config: TrainConfig) -> _Exampl
             )
         )
     else:
-        text = f"System: {config.system_prompt}\n\nUser: {row['instruction']}\n\nAssistant:"
-        prompt = list(tokenizer(text)["input_ids"])
-    response = list(tokenizer(row["response"], add_special_tokens=False)["input_ids"])
+        text = f"System: {config.system_prompt}\n\nUser: {instruction}\n\nAssistant:"
+        prompt = list(tokenizer(text, split_special_tokens=True)["input_ids"])
+    # The only special the response holds is the end we append.
+    response_text = neutralise(row["response"], specials)
+    encoded = tokenizer(response_text, add_special_tokens=False, split_special_tokens=True)
+    response = list(encoded["input_ids"])
     response.append(tokenizer.eos_token_id)
     ids = (prompt + response)[: config.max_seq_tokens]
     labels = ([IGNORE] * len(prompt) + response)[: config.max_seq_tokens]

@@ -1,26 +1,36 @@
 """Importers for a person's own data exports: files in, ``RawDocument``s and failures out.
 
 Each reader is a pure function of the files (no network, no broker):
-``read_<format>(path, author, *, crawled_at) -> Harvest``, where ``path`` is the export's
-folder or its zip as downloaded. ``read_export`` picks the reader from what the export
-contains.
+``read_<format>(path, author, *, crawled_at, limits) -> Iterator[RawDocument | Failure]``,
+where ``path`` is the export's folder or its zip as downloaded. Readers yield as they read,
+so an export of any size is published in bounded memory; a reader raises ``ExportRefused``
+for a zip over ``limits``. ``stream_export`` picks the reader from what the export contains
+and reports every refusal as a failure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from producers.exports import linkedin, medium, notes, substack, twitter
-from producers.exports.archive import Archive, UnreadableFile
-from producers.harvest import Failure, Harvest
+from producers.exports.archive import (
+    DEFAULT_LIMITS,
+    Archive,
+    ExportRefused,
+    ImportLimits,
+    UnreadableFile,
+)
+from producers.harvest import Failure, Found, Harvest
 from schemas.documents import Author
 
 
 class Reader(Protocol):
-    def __call__(self, path: Path, author: Author, *, crawled_at: datetime) -> Harvest: ...
+    def __call__(
+        self, path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = ...
+    ) -> Iterator[Found]: ...
 
 
 # What an export contains -> who reads it. First match wins; notes come last, because any
@@ -34,29 +44,51 @@ SIGNATURES: list[tuple[str, Callable[[Archive], bool], Reader]] = [
 ]
 
 
-def detect(path: Path) -> Reader | None:
+def detect(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> Reader | None:
     """The reader for the export at ``path``; None when it is unreadable or unrecognised."""
     try:
-        return _detect(path)
+        return _detect(path, limits)[0]
     except UnreadableFile:
         return None
 
 
-def read_export(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+def stream_export(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Found]:
+    """The export's documents and failures as its reader finds them.
+
+    Each entry the export refuses (a symlink out of the folder, a symlink member of a zip)
+    is a failure first. A zip refused as a bomb or as too large (``ExportRefused``) is one
+    failure saying so. Readers admit what they will read before reading it, so a zip refused
+    on its declared sizes yields no document; one refused part way, as its bytes are counted,
+    keeps the documents read before and the failure says nothing more was read.
+    """
     try:
-        reader = _detect(path)
+        reader, refused = _detect(path, limits)
+        for source, reason in refused:
+            yield Failure(source, reason)
+        if reader is None:
+            expected = "; ".join(description for description, _, _ in SIGNATURES)
+            yield Failure(str(path), f"not a recognised export: expected {expected}")
+            return
+        yield from reader(path, author, crawled_at=crawled_at, limits=limits)
     except UnreadableFile as error:
-        return Harvest(failures=[Failure(str(path), str(error))])
-    if reader is None:
-        expected = "; ".join(description for description, _, _ in SIGNATURES)
-        return Harvest(
-            failures=[Failure(str(path), f"not a recognised export: expected {expected}")]
-        )
-    return reader(path, author, crawled_at=crawled_at)
+        yield Failure(str(path), str(error))
+    except ExportRefused as error:
+        yield Failure(str(path), str(error))
 
 
-def _detect(path: Path) -> Reader | None:
+def read_export(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Harvest:
+    """``stream_export`` gathered into one harvest."""
+    return Harvest.of(stream_export(path, author, crawled_at=crawled_at, limits=limits))
+
+
+def _detect(path: Path, limits: ImportLimits) -> tuple[Reader | None, list[tuple[str, str]]]:
+    """The export's reader, and the entries it refuses (where, why)."""
     if path.is_file() and notes.is_note(path.name):
-        return notes.read_notes
-    with Archive.open(path) as archive:
-        return next((read for _, recognises, read in SIGNATURES if recognises(archive)), None)
+        return notes.read_notes, []
+    with Archive.open(path, limits) as archive:
+        reader = next((read for _, recognises, read in SIGNATURES if recognises(archive)), None)
+        return reader, archive.refused

@@ -10,15 +10,16 @@ it was published, then the body.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from pydantic import JsonValue
 
 from producers.exports import csv_rows, markup
-from producers.exports.archive import Archive, UnreadableFile
+from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
 from producers.exports.normalize import headline, parse_timestamp, tidy
-from producers.harvest import Failure, Harvest
+from producers.harvest import Failure, Found
 from producers.html_text import fragment_text
 from schemas.documents import Author, DocumentKind, RawDocument
 from schemas.ids import canonical_url
@@ -33,46 +34,46 @@ def recognises(archive: Archive) -> bool:
     return SHARES in archive or bool(_article_names(archive))
 
 
-def read_linkedin(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+def read_linkedin(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Found]:
     try:
-        archive = Archive.open(path)
+        archive = Archive.open(path, limits)
     except UnreadableFile as error:
-        return Harvest(failures=[Failure(str(path), str(error))])
-    harvest = Harvest()
+        yield Failure(str(path), str(error))
+        return
     with archive:
+        archive.admit([SHARES, *_article_names(archive)])
         if not recognises(archive):
-            harvest.fail(str(path), f"no {SHARES} or {ARTICLES}*.html: not a LinkedIn export")
+            yield Failure(str(path), f"no {SHARES} or {ARTICLES}*.html: not a LinkedIn export")
         if SHARES in archive:
-            harvest.extend(_read_shares(archive, author, crawled_at))
+            yield from _read_shares(archive, author, crawled_at)
         for name in _article_names(archive):
-            harvest.extend(_read_article(archive, name, author, crawled_at))
-    return harvest
+            yield _read_article(archive, name, author, crawled_at)
 
 
 def _article_names(archive: Archive) -> list[str]:
     return [n for n in archive.names if n.startswith(ARTICLES) and n.endswith(".html")]
 
 
-def _read_shares(archive: Archive, author: Author, crawled_at: datetime) -> Harvest:
-    harvest = Harvest()
+def _read_shares(archive: Archive, author: Author, crawled_at: datetime) -> Iterator[Found]:
     source = archive.source(SHARES)
     try:
         text = archive.read_text(SHARES)
     except UnreadableFile as error:
-        harvest.fail(source, str(error))
-        return harvest
+        yield Failure(source, str(error))
+        return
     for row in csv_rows.rows(text, _SHARE_COLUMNS):
         if isinstance(row, csv_rows.BadRow):
-            harvest.fail(f"{source}#row {row.number}", row.reason)
+            yield Failure(f"{source}#row {row.number}", row.reason)
             continue
         try:
             document = _share(row.fields, author, crawled_at)
         except ValueError as error:
-            harvest.fail(f"{source}#row {row.number}", str(error))
+            yield Failure(f"{source}#row {row.number}", str(error))
             continue
         if document is not None:
-            harvest.documents.append(document)
-    return harvest
+            yield document
 
 
 def _share(fields: dict[str, str], author: Author, crawled_at: datetime) -> RawDocument | None:
@@ -136,16 +137,11 @@ def _unwrap_quoted_lines(commentary: str) -> str:
     return "\n".join(inner)
 
 
-def _read_article(archive: Archive, name: str, author: Author, crawled_at: datetime) -> Harvest:
-    harvest = Harvest()
-    source = archive.source(name)
+def _read_article(archive: Archive, name: str, author: Author, crawled_at: datetime) -> Found:
     try:
-        document = _article(archive.read_text(name), name, author, crawled_at)
+        return _article(archive.read_text(name), name, author, crawled_at)
     except (UnreadableFile, ValueError) as error:
-        harvest.fail(source, str(error))
-        return harvest
-    harvest.documents.append(document)
-    return harvest
+        return Failure(archive.source(name), str(error))
 
 
 def _article(page: str, name: str, author: Author, crawled_at: datetime) -> RawDocument:

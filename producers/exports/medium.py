@@ -8,15 +8,16 @@ href="https://medium.com/@user/slug-abc123">``. Drafts are the files named ``dra
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from pydantic import JsonValue
 
 from producers.exports import markup
-from producers.exports.archive import Archive, UnreadableFile
+from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
 from producers.exports.normalize import parse_timestamp, tidy
-from producers.harvest import Failure, Harvest
+from producers.harvest import Failure, Found
 from producers.html_text import fragment_text
 from schemas.documents import Author, DocumentKind, RawDocument
 from schemas.ids import canonical_url
@@ -39,26 +40,28 @@ def recognises(archive: Archive) -> bool:
     return False
 
 
-def read_medium(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+def read_medium(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Found]:
     try:
-        archive = Archive.open(path)
+        archive = Archive.open(path, limits)
     except UnreadableFile as error:
-        return Harvest(failures=[Failure(str(path), str(error))])
-    harvest = Harvest()
+        yield Failure(str(path), str(error))
+        return
     with archive:
         names = _post_names(archive)
+        archive.admit(names)
         if not names:
-            harvest.fail(str(path), f"no {POSTS}*.html: not a Medium export")
+            yield Failure(str(path), f"no {POSTS}*.html: not a Medium export")
         for name in names:
             if PurePosixPath(name).name.startswith("draft_"):
                 continue
             try:
                 document = _post(archive.read_text(name), author, crawled_at)
             except (UnreadableFile, ValueError) as error:
-                harvest.fail(archive.source(name), str(error))
+                yield Failure(archive.source(name), str(error))
                 continue
-            harvest.documents.append(document)
-    return harvest
+            yield document
 
 
 def _post_names(archive: Archive) -> list[str]:

@@ -8,15 +8,16 @@ YAML front matter between leading ``---`` lines is honoured: ``title``, ``date``
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
 import yaml
 from pydantic import JsonValue
 
-from producers.exports.archive import Archive, UnreadableFile
+from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
 from producers.exports.normalize import in_utc, parse_timestamp, tidy
-from producers.harvest import Failure, Harvest
+from producers.harvest import Failure, Found
 from schemas.documents import Author, DocumentKind, RawDocument
 from schemas.ids import canonical_url
 
@@ -35,27 +36,31 @@ def recognises(archive: Archive) -> bool:
     return any(is_note(name) for name in archive.names)
 
 
-def read_notes(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+def read_notes(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Found]:
     try:
         archive = (
-            Archive.single(path) if path.is_file() and is_note(path.name) else Archive.open(path)
+            Archive.single(path, limits)
+            if path.is_file() and is_note(path.name)
+            else Archive.open(path, limits)
         )
     except UnreadableFile as error:
-        return Harvest(failures=[Failure(str(path), str(error))])
-    harvest = Harvest()
+        yield Failure(str(path), str(error))
+        return
     with archive:
         names = [name for name in archive.names if is_note(name)]
+        archive.admit(names)
         if not names:
-            harvest.fail(str(path), "no Markdown or text notes (*.md, *.markdown, *.txt)")
+            yield Failure(str(path), "no Markdown or text notes (*.md, *.markdown, *.txt)")
         for name in names:
             try:
                 document = _note(archive.read_text(name), name, author, crawled_at)
             except (UnreadableFile, ValueError) as error:
-                harvest.fail(archive.source(name), str(error))
+                yield Failure(archive.source(name), str(error))
                 continue
             if document is not None:
-                harvest.documents.append(document)
-    return harvest
+                yield document
 
 
 def _note(text: str, name: str, author: Author, crawled_at: datetime) -> RawDocument | None:

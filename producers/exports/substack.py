@@ -7,15 +7,16 @@ subtitle and podcast_url. Unpublished rows are drafts and are not imported.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 from pydantic import JsonValue
 
 from producers.exports import csv_rows
-from producers.exports.archive import Archive, UnreadableFile
+from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
 from producers.exports.normalize import headline, parse_timestamp, tidy
-from producers.harvest import Failure, Harvest
+from producers.harvest import Failure, Found
 from producers.html_text import fragment_text
 from schemas.documents import Author, DocumentKind, RawDocument
 
@@ -28,34 +29,37 @@ def recognises(archive: Archive) -> bool:
     return POSTS_CSV in archive
 
 
-def read_substack(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+def read_substack(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Found]:
     try:
-        archive = Archive.open(path)
+        archive = Archive.open(path, limits)
     except UnreadableFile as error:
-        return Harvest(failures=[Failure(str(path), str(error))])
-    harvest = Harvest()
+        yield Failure(str(path), str(error))
+        return
     with archive:
         if not recognises(archive):
-            harvest.fail(str(path), f"no {POSTS_CSV}: not a Substack export")
-            return harvest
+            yield Failure(str(path), f"no {POSTS_CSV}: not a Substack export")
+            return
+        # Every post body the table may name, so the zip is judged before any is read.
+        archive.admit([POSTS_CSV, *(n for n in archive.names if n.startswith("posts/"))])
         source = archive.source(POSTS_CSV)
         try:
             table = archive.read_text(POSTS_CSV)
         except UnreadableFile as error:
-            harvest.fail(source, str(error))
-            return harvest
+            yield Failure(source, str(error))
+            return
         for row in csv_rows.rows(table, _COLUMNS):
             if isinstance(row, csv_rows.BadRow):
-                harvest.fail(f"{source}#row {row.number}", row.reason)
+                yield Failure(f"{source}#row {row.number}", row.reason)
                 continue
             try:
                 document = _post(archive, row.fields, author, crawled_at)
             except ValueError as error:
-                harvest.fail(f"{source}#row {row.number}", str(error))
+                yield Failure(f"{source}#row {row.number}", str(error))
                 continue
             if document is not None:
-                harvest.documents.append(document)
-    return harvest
+                yield document
 
 
 def _post(

@@ -5,21 +5,33 @@ and ``data/tweet.js`` in archives from before 2020), the array holding ``{"tweet
 objects (bare tweet objects in the oldest ones) with ``id_str``, ``full_text``,
 ``created_at`` ("Wed Oct 10 20:19:24 +0000 2018"), ``in_reply_to_status_id_str`` and
 ``entities``. ``full_text`` is HTML-escaped (``&amp;``) and carries t.co short links.
+
+A prolific account's tweets.js runs to hundreds of MB, so it is parsed one tweet at a time
+as it is read: memory holds one chunk and one tweet, never the file or its array.
 """
 
 from __future__ import annotations
 
+import codecs
 import html
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from pydantic import JsonValue
 
-from producers.exports.archive import Archive, UnreadableFile
+from producers.exports.archive import (
+    CHUNK_BYTES,
+    DEFAULT_LIMITS,
+    Archive,
+    ImportLimits,
+    UnreadableFile,
+)
 from producers.exports.normalize import headline, tidy
-from producers.harvest import Failure, Harvest
+from producers.harvest import Failure, Found
+from schemas.common import MiB
 from schemas.documents import Author, DocumentKind, RawDocument
 
 PLATFORM = "x"
@@ -27,25 +39,32 @@ _TWEET_FILE = re.compile(r"^data/tweets?(?:-part(\d+))?\.js$")
 _ASSIGNMENT = re.compile(r"^\s*window\.YTD\.\w+\.part\d+\s*=\s*")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _OFFSET = re.compile(r"^([+-])(\d\d)(\d\d)$")
+# Far beyond any tweet object (a few KB); a longer one means the file is not an archive.
+MAX_TWEET_CHARS = 8 * MiB
+# The window.YTD prefix is found within this many characters or not at all.
+_PREFIX_CHARS = 4096
+_JSON = json.JSONDecoder()
 
 
 def recognises(archive: Archive) -> bool:
     return bool(_tweet_files(archive))
 
 
-def read_twitter(path: Path, author: Author, *, crawled_at: datetime) -> Harvest:
+def read_twitter(
+    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+) -> Iterator[Found]:
     try:
-        archive = Archive.open(path)
+        archive = Archive.open(path, limits)
     except UnreadableFile as error:
-        return Harvest(failures=[Failure(str(path), str(error))])
-    harvest = Harvest()
+        yield Failure(str(path), str(error))
+        return
     with archive:
         names = _tweet_files(archive)
+        archive.admit(names)
         if not names:
-            harvest.fail(str(path), "no data/tweets.js: not an X/Twitter archive")
+            yield Failure(str(path), "no data/tweets.js: not an X/Twitter archive")
         for name in names:
-            harvest.extend(_read_file(archive, name, author, crawled_at))
-    return harvest
+            yield from _read_file(archive, name, author, crawled_at)
 
 
 def _tweet_files(archive: Archive) -> list[str]:
@@ -55,35 +74,107 @@ def _tweet_files(archive: Archive) -> list[str]:
     return sorted(found, key=lambda name: (found[name], name))
 
 
-def _read_file(archive: Archive, name: str, author: Author, crawled_at: datetime) -> Harvest:
-    harvest = Harvest()
+def _read_file(
+    archive: Archive, name: str, author: Author, crawled_at: datetime
+) -> Iterator[Found]:
+    """The file's tweets as they are parsed; a file that breaks off yields those before."""
     source = archive.source(name)
     try:
-        script = archive.read_text(name)
+        for number, item in enumerate(_items(_Text(archive.chunks(name))), start=1):
+            try:
+                document = _tweet(item, author, crawled_at)
+            except ValueError as error:
+                yield Failure(f"{source}#tweet {number}", str(error))
+                continue
+            if document is not None:
+                yield document
     except UnreadableFile as error:
-        harvest.fail(source, str(error))
-        return harvest
-    assignment = _ASSIGNMENT.match(script)
-    if assignment is None:
-        harvest.fail(source, "does not start with window.YTD.<name>.part<N> =")
-        return harvest
-    try:
-        items = json.loads(script[assignment.end() :].strip().rstrip(";"))
-    except json.JSONDecodeError as error:
-        harvest.fail(source, f"not valid JSON after the window.YTD prefix: {error}")
-        return harvest
-    if not isinstance(items, list):
-        harvest.fail(source, "not a JSON array after the window.YTD prefix")
-        return harvest
-    for number, item in enumerate(items, start=1):
+        yield Failure(source, str(error))
+
+
+class _Text:
+    """A file's text, decoded as it is read and consumed from the front."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._read = 0  # bytes
+        self.buffer = ""
+        self.pos = 0
+        self.ended = False
+
+    def more(self) -> bool:
+        """Reads on; False at the end of the file."""
+        if self.ended:
+            return False
+        chunk = next(self._chunks, None)
         try:
-            document = _tweet(item, author, crawled_at)
-        except ValueError as error:
-            harvest.fail(f"{source}#tweet {number}", str(error))
-            continue
-        if document is not None:
-            harvest.documents.append(document)
-    return harvest
+            text = self._decoder.decode(chunk or b"", final=chunk is None)
+        except UnicodeDecodeError as error:
+            where = self._read + error.start
+            raise UnreadableFile(f"not UTF-8 text ({error.reason} near byte {where})") from None
+        self.ended = chunk is None
+        self._read += len(chunk or b"")
+        if self.pos > CHUNK_BYTES:  # drop what is parsed, so the buffer stays a chunk or two
+            self.buffer, self.pos = self.buffer[self.pos :], 0
+        self.buffer += text
+        return True
+
+    def next_char(self) -> str:
+        """The next character that is not white space, left unconsumed; empty at the end."""
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos].isspace():
+                self.pos += 1
+            if self.pos < len(self.buffer) or not self.more():
+                return self.buffer[self.pos : self.pos + 1]
+
+    def value(self) -> object:
+        """The JSON value that starts here."""
+        self.next_char()  # raw_decode does not skip the white space before a value
+        while True:
+            try:
+                item, end = _JSON.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as error:
+                if len(self.buffer) - self.pos <= MAX_TWEET_CHARS and self.more():
+                    continue  # the value may go on in the next chunk
+                raise UnreadableFile(f"{_NOT_JSON}: {error.msg}") from None
+            except RecursionError:  # "[[[[..." deeper than the parser's stack
+                raise UnreadableFile(f"{_NOT_JSON}: nested too deeply") from None
+            if end == len(self.buffer) and self.more():
+                continue  # a bare number may go on in the next chunk
+            self.pos = end
+            return item
+
+
+_NOT_JSON = "not valid JSON after the window.YTD prefix"
+
+
+def _items(text: _Text) -> Iterator[object]:
+    """The entries of ``window.YTD.<name>.part<N> = [...]``, one at a time."""
+    while "=" not in text.buffer and len(text.buffer) < _PREFIX_CHARS and text.more():
+        pass
+    assignment = _ASSIGNMENT.match(text.buffer)
+    if assignment is None:
+        raise UnreadableFile("does not start with window.YTD.<name>.part<N> =")
+    text.pos = assignment.end()
+    if text.next_char() != "[":
+        raise UnreadableFile("not a JSON array after the window.YTD prefix")
+    text.pos += 1
+    if text.next_char() == "]":
+        text.pos += 1
+    else:
+        while True:
+            yield text.value()
+            after = text.next_char()
+            text.pos += 1
+            if after == "]":
+                break
+            if after != ",":
+                raise UnreadableFile(f"{_NOT_JSON}: expecting ',' or ']' between tweets")
+    while (rest := text.next_char()) == ";":
+        text.pos += 1
+    if rest:
+        raise UnreadableFile(f"{_NOT_JSON}: text after the array")
 
 
 def _tweet(item: object, author: Author, crawled_at: datetime) -> RawDocument | None:

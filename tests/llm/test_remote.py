@@ -459,6 +459,17 @@ def test_an_unreachable_server_is_unavailable_at_once(protocol: Protocol) -> Non
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_error_names_the_server_without_the_credentials_in_its_url(protocol: Protocol) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://twin:s3cret-pass@127.0.0.1:{probe.getsockname()[1]}"
+    error = failure_of(backend_for(protocol, url, retries=0, timeout_s=1.0, api_key=API_KEY))
+    assert isinstance(error, BackendUnavailable)
+    assert "s3cret-pass" not in str(error) and "twin:" not in str(error)
+    assert "***@127.0.0.1" in str(error)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_server_that_never_answers_is_unavailable_after_the_timeout(protocol: Protocol) -> None:
     # The kernel completes the handshake of a listening socket; nobody ever reads the request.
     with socket.socket() as silent:

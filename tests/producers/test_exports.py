@@ -53,7 +53,7 @@ def identities(harvest: Harvest) -> list[tuple[str, str]]:
 
 
 def read(reader: Reader, path: Path) -> Harvest:
-    return reader(path, AUTHOR, crawled_at=CRAWLED_AT)
+    return Harvest.of(reader(path, AUTHOR, crawled_at=CRAWLED_AT))
 
 
 # --- LinkedIn ---------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def linkedin_export(root: Path) -> Path:
 def test_linkedin_export_zip_wrapped_in_a_top_folder(tmp_path: Path) -> None:
     archive = zipped(linkedin_export(tmp_path / "export"), top="Basic_LinkedInDataExport_05-04")
 
-    harvest = read_linkedin(archive, AUTHOR, crawled_at=CRAWLED_AT)
+    harvest = read(read_linkedin, archive)
 
     posts = by_source(harvest)
     assert len(harvest.documents) == 6  # 4 shares + 2 articles

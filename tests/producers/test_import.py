@@ -40,9 +40,10 @@ def _repository(root: Path) -> Path:
     return root
 
 
-def _import(
-    home: Path, stack: localstack.Endpoints, author: str, *paths: Path
+def import_cli(
+    home: Path, stack: localstack.Endpoints, author: str, *paths: Path, **env: str
 ) -> tuple[int, dict[str, list], list[RawDocument]]:  # type: ignore[type-arg]
+    """``llm-twin import --json PATHS``: its exit code, its report, what landed on the topic."""
     assert stack.kafka_bootstrap_servers and stack.mongodb_uri
     start = topic_ends(stack.kafka_bootstrap_servers, TOPIC)
     result = run_cli(
@@ -55,6 +56,7 @@ def _import(
         KAFKA_BOOTSTRAP_SERVERS=stack.kafka_bootstrap_servers,
         MONGODB_URI=stack.mongodb_uri,
         LLM_TWIN_KAFKA_ONE_RECORD_PER_BATCH="true",
+        **env,
     )
     assert result.stdout, result.stderr
     report = json.loads(result.stdout)
@@ -74,7 +76,7 @@ def test_notes_and_a_local_repository_land_on_the_topic_once_and_only_once(
 ) -> None:
     notes = notes_folder(tmp_path / "notes")
     repo = _repository(tmp_path / "repo")
-    code, report, landed = _import(tmp_path / "home", stack, author, notes, repo)
+    code, report, landed = import_cli(tmp_path / "home", stack, author, notes, repo)
     # The notes fixture holds a broken and an empty note on purpose: reported, the rest published.
     assert sorted(Path(f["source"]).name for f in report["failed"]) == ["broken.md", "empty.md"]
     assert code == 1
@@ -84,7 +86,7 @@ def test_notes_and_a_local_repository_land_on_the_topic_once_and_only_once(
     assert DocumentKind.NOTE in kinds
     assert all(d.author.slug == author for d in landed)
 
-    code, again, landed = _import(tmp_path / "home", stack, author, notes, repo)
+    code, again, landed = import_cli(tmp_path / "home", stack, author, notes, repo)
     assert again["published"] == []
     assert landed == []
     assert sorted(again["unchanged"]) == sorted(report["published"])
@@ -94,7 +96,7 @@ def test_a_malformed_export_names_file_and_record_and_the_good_records_still_lan
     tmp_path: Path, stack: localstack.Endpoints, author: str
 ) -> None:
     export = linkedin_export(tmp_path / "linkedin")
-    code, report, landed = _import(tmp_path / "home", stack, author, export)
+    code, report, landed = import_cli(tmp_path / "home", stack, author, export)
     assert code == 1
     assert landed, "the good shares are published"
     assert {d.platform for d in landed} == {"linkedin"}
@@ -106,7 +108,7 @@ def test_a_malformed_export_names_file_and_record_and_the_good_records_still_lan
 def test_a_missing_path_is_a_failure(
     tmp_path: Path, stack: localstack.Endpoints, author: str
 ) -> None:
-    code, report, landed = _import(tmp_path / "home", stack, author, tmp_path / "nope")
+    code, report, landed = import_cli(tmp_path / "home", stack, author, tmp_path / "nope")
     assert code == 1
     assert report["failed"] == [
         {"source": str(tmp_path / "nope"), "reason": "no such file or folder"}

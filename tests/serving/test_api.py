@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from infra import kafka, localstack
+from infra import credentials, kafka, localstack
 from infra.settings import PlatformSettings
 from schemas.documents import RawDocument
 from schemas.topics import RAW_DOCUMENTS
@@ -49,7 +49,10 @@ class Server:
 def publish(home: Path, *documents: RawDocument) -> None:
     bootstrap = localstack.endpoints(PlatformSettings(home=home)).kafka_bootstrap_servers
     assert bootstrap is not None
-    with kafka.Publisher(kafka.make_producer(bootstrap, one_record_per_batch=True)) as publisher:
+    # Signed with the home's key, as our producers sign: `serve` verifies every document.
+    signer = credentials.signer(PlatformSettings(home=home))
+    producer = kafka.make_producer(bootstrap, one_record_per_batch=True)
+    with kafka.Publisher(producer, signer) as publisher:
         for document in documents:
             publisher.publish(RAW_DOCUMENTS, str(document.document_id), document)
 
@@ -59,10 +62,12 @@ def start_serve(home: Path, fake: FakeTgi, port: int, **env: str) -> subprocess.
         [sys.executable, "-m", "llm_twin", "serve", "--port", str(port)],
         env=cli_env(
             home,
-            LLM_TWIN_BACKEND="tgi",
-            LLM_TWIN_TGI_URL=fake.url,
-            LLM_TWIN_API_KEYS=KEYS,
-            **env,
+            **{
+                "LLM_TWIN_BACKEND": "tgi",
+                "LLM_TWIN_TGI_URL": fake.url,
+                "LLM_TWIN_API_KEYS": KEYS,
+            }
+            | env,
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -10,6 +10,7 @@ real broker: published by a ReplyChannel, answered on its reply partition.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 import uuid
@@ -22,13 +23,22 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from infra import adapters as registry
 from infra import warehouse
 from llm.backend import Backend, LoadsAdapters
 from llm.errors import BackendFailed
 from llm.local import LocalBackend
 from llm.remote import TgiBackend
 from schemas.dead_letters import DeadLetter
-from schemas.generation import DoneEvent, ErrorCode, ErrorEvent, ReplyEvent, TokenEvent
+from schemas.generation import (
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    GenerationRequest,
+    ReplyEvent,
+    TokenEvent,
+)
+from schemas.signing import Signer
 from serving.adapters import ActiveAdapters
 from serving.answer import Answerer, AnswerSettings
 from serving.consumer import RetrievalConsumer
@@ -152,6 +162,9 @@ class Served:
     switch: Switch
     channel: ReplyChannel
     consumer: RetrievalConsumer
+    signer: Signer
+    db: Database[warehouse.Document]
+    adapters_root: Path
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +180,12 @@ def served(
     client: MongoClient[warehouse.Document] = warehouse.connect(mongodb_uri)
     db: Database[warehouse.Document] = client["llm_twin"]
     loop = LoopThread()
+    # This deployment's key: the consumer acts only on what a holder of it signed.
+    signer = Signer(secrets.token_bytes(32))
+    adapters_root = home / "adapters"
     with running(FakeTgi(token_delay_s=0.002)) as fake:
         switch = Switch(TgiBackend(fake.url, timeout_s=5, retries=0))
-        adapters = ActiveAdapters(db, switch, refresh_s=0.5)
+        adapters = ActiveAdapters(db, switch, adapters_root=adapters_root, refresh_s=0.5)
         answerer = Answerer(
             Retriever(store, embedder, k=3),
             switch,
@@ -182,6 +198,7 @@ def served(
             db,
             datadir=home / "faust",
             on_adapter=adapters.registered,
+            signer=signer,
         )
 
         async def start() -> None:
@@ -189,9 +206,11 @@ def served(
             await asyncio.wait_for(consumer.joined.wait(), 60)
 
         loop.run(start())
-        channel, claim = open_channel(bootstrap_servers, home, one_record_per_batch=True)
+        channel, claim = open_channel(
+            bootstrap_servers, home, one_record_per_batch=True, signer=signer
+        )
         try:
-            yield Served(fake, switch, channel, consumer)
+            yield Served(fake, switch, channel, consumer, signer, db, adapters_root)
         finally:
             channel.close()
             if claim is not None:
@@ -346,8 +365,10 @@ def test_a_malformed_request_goes_to_the_dead_letters_and_the_stream_flows_on(
 
     ends = topic_ends(bootstrap_servers, DEAD_LETTERS.name)
     key = f"garbage-{uuid.uuid4()}"
+    value = b'{"type": "generate", "oops": 1}'
     producer = Producer({"bootstrap.servers": bootstrap_servers})
-    producer.produce(GENERATION_REQUESTS.name, key=key, value=b'{"type": "generate", "oops": 1}')
+    headers = served.signer.sign(GENERATION_REQUESTS.name, key, value, [])
+    producer.produce(GENERATION_REQUESTS.name, key=key, value=value, headers=headers)
     producer.flush(10)
     # The consumer keeps answering.
     check_complete(ask(served.channel, "bob", "still there?", max_new_tokens=3))
@@ -394,7 +415,7 @@ def test_a_registered_adapter_answers_for_its_author_without_a_restart(
     from tests.llm.test_adapters import make_adapter
 
     model = tiny_model.build(tmp_path_factory.mktemp("tiny-adapted"))
-    adapter_dir = make_adapter(model, tmp_path_factory.mktemp("adapter") / "a", seed=7)
+    adapter_dir = make_adapter(model, served.adapters_root / f"a-{uuid.uuid4().hex[:6]}", seed=7)
     author = f"carol-{uuid.uuid4().hex[:6]}"  # no collection: the prompt has no passages
     adapter_id = f"{author}-20261130T000000Z-00000000-abcdef12"
     local = LocalBackend.load(model)
@@ -428,8 +449,10 @@ def test_a_registered_adapter_answers_for_its_author_without_a_restart(
             config_hash="1" * 64,
             eval_perplexity=3.0,
         )
+        # The trainer records the adapter; twin.models only tells serving to look.
+        registry.register(served.db, event, datetime.now(UTC))
         with kafka.Publisher(
-            kafka.make_producer(bootstrap_servers, one_record_per_batch=True)
+            kafka.make_producer(bootstrap_servers, one_record_per_batch=True), served.signer
         ) as p:
             p.publish(MODELS, author, event)
         deadline = time.monotonic() + 30
@@ -446,3 +469,89 @@ def test_a_registered_adapter_answers_for_its_author_without_a_restart(
     assert before.text == asyncio.run(reference(None))
     assert after.text == asyncio.run(reference(adapter_id)), "the adapter answers now"
     assert after.text != before.text
+
+
+def _produce_request(bootstrap: str, request: GenerationRequest, signer: Signer | None) -> None:
+    """A request written by hand, as any producer to the topic could: signed or not."""
+    from confluent_kafka import Producer
+
+    from schemas.serde import encode
+    from schemas.topics import GENERATION_REQUESTS
+
+    key, value = str(request.request_id), encode(request)
+    headers = signer.sign(GENERATION_REQUESTS.name, key, value, []) if signer else []
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(GENERATION_REQUESTS.name, key=key, value=value, headers=headers)
+    producer.flush(10)
+
+
+def test_an_unsigned_or_foreign_signed_request_is_dead_lettered_and_never_answered(
+    served: Served, bootstrap_servers: str
+) -> None:
+    from schemas.topics import DEAD_LETTERS
+    from tests.support import topic_ends
+
+    ends = topic_ends(bootstrap_servers, DEAD_LETTERS.name)
+    unsigned = served.channel.new_request("alice", "write as alice, unsigned")
+    foreign = served.channel.new_request("alice", "write as alice, another key")
+    _produce_request(bootstrap_servers, unsigned, None)
+    _produce_request(bootstrap_servers, foreign, Signer(secrets.token_bytes(32)))
+    # A signed request behind them is answered: the stream flows on.
+    check_complete(ask(served.channel, "bob", "still there?", max_new_tokens=3))
+    for request, reason in ((unsigned, "unsigned"), (foreign, "bad signature")):
+        letters = dead_letters_with_key(bootstrap_servers, ends, str(request.request_id))
+        assert letters, f"the {reason} request reached the dead-letter topic"
+        assert letters[0].stage == "verify"
+        assert reason in letters[0].reason
+        # Never acted on: not even an attempt was counted for it.
+        assert (
+            served.db[warehouse.GENERATION_ATTEMPTS].find_one({"_id": request.request_id}) is None
+        )
+
+
+def test_a_request_naming_a_reply_partition_that_does_not_exist_is_dead_lettered(
+    served: Served, bootstrap_servers: str
+) -> None:
+    from schemas.generation import ReplyTo
+    from schemas.topics import DEAD_LETTERS, GENERATION_TOKENS
+    from tests.support import topic_ends
+
+    ends = topic_ends(bootstrap_servers, DEAD_LETTERS.name)
+    request = served.channel.new_request("alice", "reply where?").model_copy(
+        update={"reply_to": ReplyTo(partition=GENERATION_TOKENS.partitions + 5)}
+    )
+    _produce_request(bootstrap_servers, request, served.signer)
+    letters = dead_letters_with_key(bootstrap_servers, ends, str(request.request_id))
+    assert letters, "the request for a missing partition reached the dead-letter topic"
+    assert letters[0].stage == "validate"
+    assert "does not exist" in letters[0].reason
+    check_complete(ask(served.channel, "bob", "and the next one?", max_new_tokens=3))
+
+
+def test_a_signed_adapter_notice_never_writes_the_registry(
+    served: Served, bootstrap_servers: str
+) -> None:
+    from infra import kafka
+    from schemas.topics import MODELS
+    from schemas.training import AdapterRegistered
+
+    author = f"dave-{uuid.uuid4().hex[:6]}"
+    forged = AdapterRegistered(
+        adapter_id=f"{author}-20261130T000000Z-00000000-deadbeef",
+        author=author,
+        snapshot_id=f"{author}-20261130T000000Z-00000000",
+        base_model="tiny",
+        path=str(served.adapters_root / "anything"),
+        created_at=datetime.now(UTC),
+        config_hash="2" * 64,
+        eval_perplexity=1.0,
+    )
+    with kafka.Publisher(
+        kafka.make_producer(bootstrap_servers, one_record_per_batch=True), served.signer
+    ) as p:
+        p.publish(MODELS, author, forged)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        assert registry.active(served.db, author) is None, "the notice activated an adapter"
+        assert served.db[registry.ADAPTERS].find_one({"_id": forged.adapter_id}) is None
+        time.sleep(0.25)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import stat
 import time
@@ -449,6 +450,23 @@ def test_the_local_key_is_private_stable_and_admits_every_author(tmp_path: Path)
     assert key not in caller.fingerprint
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o606, 0o620], ids=oct)
+def test_a_local_key_file_other_users_may_read_or_write_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    key = local_key(tmp_path)
+    path = tmp_path / "api-key"
+    path.chmod(mode)
+
+    with pytest.raises(KeysError) as refused:
+        ApiKeys.local(tmp_path)
+
+    assert "chmod 600" in str(refused.value)
+    assert key not in str(refused.value)
+    path.chmod(0o600)
+    assert local_key(tmp_path) == key
+
+
 def test_one_homes_local_key_is_unknown_to_another_home(tmp_path: Path) -> None:
     first = local_key(tmp_path / "first")
     other_keys, other = ApiKeys.local(tmp_path / "other")
@@ -697,6 +715,7 @@ def test_an_unreachable_model_ends_with_one_backend_unavailable_error() -> None:
     error = the_error(events)
     assert error.code is ErrorCode.BACKEND_UNAVAILABLE
     assert "unreachable" in error.message
+    assert "tgi:8080" not in error.message  # backend addresses are for the log only
 
 
 def test_a_model_failing_mid_stream_ends_with_one_backend_error_after_its_tokens() -> None:
@@ -708,7 +727,24 @@ def test_a_model_failing_mid_stream_ends_with_one_backend_error_after_its_tokens
     assert len(events) == 3
     error = the_error(events)
     assert error.code is ErrorCode.BACKEND_ERROR
-    assert "OOM" in error.message
+    # The client learns what kind of failure it was, never the backend's own words.
+    assert error.message
+    assert "OOM" not in error.message
+
+
+def test_a_backend_failure_is_logged_with_the_urls_credentials_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failure = BackendFailed("generation failed on https://twin:s3cret-pw@tgi.internal:8080: OOM")
+    model = FakeModel(pieces=(), ending=failure)
+
+    with caplog.at_level(logging.WARNING, logger="serving.answer"):
+        events = answer(model, generation_request())
+
+    error = the_error(events)
+    assert "s3cret-pw" not in error.message and "tgi.internal" not in error.message
+    assert "OOM" in caplog.text and "tgi.internal:8080" in caplog.text
+    assert "s3cret-pw" not in caplog.text and "twin:" not in caplog.text
 
 
 def test_a_backend_error_with_a_very_long_message_still_ends_the_request() -> None:

@@ -126,7 +126,9 @@ def test_versions_tombstones_and_foreign_tombstones(embedder: Embedder) -> None:
     foreign = records.add(key, None, (("author", b"mallory"),))
     records.add(key, None, (("author", b"ada"),))
     never_seen = uuid.uuid4()
-    records.add(str(never_seen).encode(), None)
+    records.add(str(never_seen).encode(), None, (("author", b"ada"),))
+    # Without an author header, a tombstone could delete anybody's document.
+    headerless = records.add(key, None)
 
     stored, letters = run(embedder, records)
 
@@ -141,10 +143,11 @@ def test_versions_tombstones_and_foreign_tombstones(embedder: Embedder) -> None:
     assert delete.author == "ada"  # from the stream's own state
     unknown = stored[4]
     assert isinstance(unknown, Delete)
-    assert (unknown.document_id, unknown.author) == (never_seen, None)
-    (letter,) = letters
-    assert letter.source_offset == foreign
-    assert "tombstone from mallory" in letter.reason
+    assert (unknown.document_id, unknown.author) == (never_seen, "ada")
+    reasons = {letter.source_offset: letter.reason for letter in letters}
+    assert set(reasons) == {foreign, headerless}
+    assert "tombstone from mallory" in reasons[foreign]
+    assert "needs an author header" in reasons[headerless]
 
 
 def test_point_ids_are_deterministic(embedder: Embedder) -> None:

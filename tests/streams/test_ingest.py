@@ -20,16 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from infra import kafka, localstack, warehouse
+from infra import credentials, kafka, localstack, warehouse
 from infra.settings import PlatformSettings
 from schemas.documents import RawDocument
 from schemas.ids import chunk_point_id
+from schemas.signing import Signer
 from schemas.topics import RAW_DOCUMENTS
 from streams.chunk import chunk
 from streams.clean import clean
 from streams.run import EmbedderTokens
 from tests.factories import raw_document
-from tests.support import cli_env, read_topic, run_cli, topic_ends
+from tests.support import cli_env, feed_cli, read_topic, run_cli, topic_ends
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
 
@@ -60,19 +61,32 @@ def _bootstrap(home: Path) -> str:
     return bootstrap
 
 
+def _signer(home: Path) -> Signer:
+    signer = credentials.signer(PlatformSettings(home=home))
+    assert signer is not None, "infra up made the home's signing key"
+    return signer
+
+
 def publish(
-    home: Path, *documents: RawDocument, raw: tuple[tuple[bytes | None, bytes | None], ...] = ()
+    home: Path,
+    *documents: RawDocument,
+    raw: tuple[tuple[bytes | None, bytes | None], ...] = (),
+    signer: Signer | bool | None = True,
 ) -> None:
+    """Publish as our producers do (signed with the home's key), or with ``signer``/unsigned."""
+    key_holder = _signer(home) if signer is True else signer or None
     producer = kafka.make_producer(_bootstrap(home), one_record_per_batch=True)
-    with kafka.Publisher(producer) as publisher:
+    with kafka.Publisher(producer, key_holder) as publisher:
         for document in documents:
             publisher.publish(RAW_DOCUMENTS, str(document.document_id), document)
         for key, value in raw:
-            producer.produce(RAW_DOCUMENTS.name, key=key, value=value)
+            headers = key_holder.sign(RAW_DOCUMENTS.name, key, value, []) if key_holder else []
+            producer.produce(RAW_DOCUMENTS.name, key=key, value=value, headers=headers)
 
 
 def forget(home: Path, document: RawDocument) -> None:
-    with kafka.Publisher(kafka.make_producer(_bootstrap(home), one_record_per_batch=True)) as p:
+    producer = kafka.make_producer(_bootstrap(home), one_record_per_batch=True)
+    with kafka.Publisher(producer, _signer(home)) as p:
         p.publish(
             RAW_DOCUMENTS, str(document.document_id), None, headers={"author": document.author.slug}
         )
@@ -382,3 +396,83 @@ def test_crawled_and_imported_documentation_answers_questions_for_its_author_onl
             theirs = {p["document_id"] for p in ask(stranger, question)}
             assert theirs.isdisjoint({p["document_id"] for p in found})
             assert all(p["author"] == stranger for p in ask(stranger, question))
+
+
+def test_only_signed_documents_and_tombstones_naming_their_author_are_acted_on(
+    home: Path, embedder: Embedder
+) -> None:
+    victim = author()
+    kept = raw_document(slug=victim, source="https://ada.example/kept", content=TOPICS["kafka"])
+    publish(home, kept)
+    ingest(home)
+    start = topic_ends(_bootstrap(home), "twin.dead-letters")
+    # A hostile producer: documents in the victim's name, unsigned and signed with
+    # a key of its own, and tombstones for the victim's document, one of them signed
+    # by us but carrying no author header.
+    forged = raw_document(slug=victim, source="https://evil.example/x", content=TOPICS["qdrant"])
+    publish(home, forged, signer=False)
+    publish(home, forged, signer=Signer(os.urandom(32)))
+    key = str(kept.document_id).encode()
+    publish(home, raw=((key, None),), signer=False)
+    publish(home, raw=((key, None),))
+    ingest(home)
+
+    letters = read_topic(_bootstrap(home), "twin.dead-letters", start, 4, settle_s=0.5)
+    found = sorted(
+        (json.loads(m.value() or b"{}")["stage"], json.loads(m.value() or b"{}")["reason"])
+        for m in letters
+    )
+    assert [stage for stage, _ in found] == ["validate", "verify", "verify", "verify"]
+    assert "needs an author header" in found[0][1]
+    assert sum("unsigned message" in reason for _, reason in found) == 2
+    assert sum("bad signature" in reason for _, reason in found) == 1
+    # Nothing was indexed in the victim's name and nothing of the victim's was deleted.
+    assert point_ids(home, victim, embedder) == expected_ids(kept, embedder)
+
+
+def test_kcat_writes_acceptable_messages_with_the_signature_schemas_sign_prints(
+    home: Path, embedder: Embedder
+) -> None:
+    from tests.test_broker import _kcat, _kcat_env
+
+    slug = author()
+    document = raw_document(slug=slug, source="note:kcat-signed", content=TOPICS["bytewax"])
+    key, value = str(document.document_id), document.model_dump_json()
+    # A document, then its tombstone, both written by kcat.
+    signed = feed_cli(
+        home, value.encode() + b"\n", "schemas", "sign", RAW_DOCUMENTS.name, "--key", key
+    )
+    assert signed.returncode == 0, signed.stderr
+    gone = run_cli(
+        home,
+        "schemas",
+        "sign",
+        RAW_DOCUMENTS.name,
+        "--key",
+        key,
+        "--tombstone",
+        "-H",
+        f"author={slug}",
+    )
+    assert gone.returncode == 0, gone.stderr
+
+    def kcat(line: str, *options: str) -> None:
+        subprocess.run(
+            [
+                *_kcat(),
+                *("-b", _bootstrap(home), "-t", RAW_DOCUMENTS.name, "-P", "-k", key),
+                *("-X", "batch.num.messages=1", *options),
+            ],
+            input=line + "\n",
+            env=_kcat_env(),
+            text=True,
+            timeout=30,
+            check=True,
+        )
+
+    kcat(value, "-H", signed.stdout.strip())
+    ingest(home)
+    assert point_ids(home, slug, embedder) == expected_ids(document, embedder)
+    kcat("", "-Z", "-H", f"author={slug}", "-H", gone.stdout.strip())
+    ingest(home)
+    assert point_ids(home, slug, embedder) == set()

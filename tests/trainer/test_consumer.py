@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra import adapters as registry
-from infra import kafka, localstack, snapshots, warehouse
+from infra import credentials, kafka, localstack, snapshots, warehouse
 from infra.settings import PlatformSettings
 from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS, MODELS
 from schemas.training import AdapterRegistered
@@ -41,12 +41,22 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
         author = f"zed-{uuid.uuid4().hex[:6]}"
         index(db, author, [voice_text(random.Random(6)) for _ in range(12)])
         built = snapshots.build(db, author, home / "snapshots", datetime.now(UTC))
+        # Another author's snapshot whose training file is changed after it was written.
+        other = f"yan-{uuid.uuid4().hex[:6]}"
+        index(db, other, [voice_text(random.Random(7)) for _ in range(12)])
+        tampered = snapshots.build(db, other, home / "snapshots", datetime.now(UTC))
+        with Path(tampered.path, "train.jsonl").open("a") as rows:
+            rows.write('{"instruction": "obey", "response": "the attacker\'s words"}\n')
         model = tiny_model.build(home / "model")
+        signer = credentials.signer(settings)
+        assert signer is not None, "infra up made the embedded default's signing key"
         parts = TrainerParts(
             bootstrap_servers=bootstrap,
             one_record_per_batch=True,
+            signer=signer,
             db=db,
             adapters_root=home / "adapters",
+            snapshots_root=home / "snapshots",
             config=TrainConfig(
                 base_model=str(model),
                 rank=4,
@@ -64,10 +74,21 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
         letters_from = topic_ends(bootstrap, DEAD_LETTERS.name)
         models_from = topic_ends(bootstrap, MODELS.name)
         with kafka.Publisher(kafka.make_producer(bootstrap, one_record_per_batch=True)) as p:
-            # One whose files are on no disk here, then a real one: the first is
-            # dead-lettered and the stream flows on to the second.
-            missing = built.model_copy(update={"path": str(home / "elsewhere")})
-            p.publish(DATASET_SNAPSHOTS, "ghost", missing)
+            # Unsigned: anyone who can produce to the topic could have written it.
+            p.publish(DATASET_SNAPSHOTS, "unsigned", built)
+        with kafka.Publisher(
+            kafka.make_producer(bootstrap, one_record_per_batch=True), signer
+        ) as p:
+            # Signed, but each names something other than what was written and recorded:
+            # another directory, a snapshot never recorded, files changed since. Each is
+            # dead-lettered and the stream flows on to the real one.
+            elsewhere = built.model_copy(update={"path": str(home / "elsewhere")})
+            p.publish(DATASET_SNAPSHOTS, "ghost", elsewhere)
+            unknown = built.model_copy(
+                update={"snapshot_id": f"{author}-20260101T000000Z-00000000"}
+            )
+            p.publish(DATASET_SNAPSHOTS, "unknown", unknown)
+            p.publish(DATASET_SNAPSHOTS, "tampered", tampered)
             p.publish(DATASET_SNAPSHOTS, author, built)
         deadline = time.monotonic() + 120
         while not seen and time.monotonic() < deadline:
@@ -79,9 +100,21 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
         assert Path(adapter.path, "adapter_config.json").is_file()
         active = registry.active(db, author)
         assert active is not None and active.adapter_id == adapter.adapter_id
-        letters = dead_letters_with_key(bootstrap, letters_from, "ghost")
-        assert letters and letters[0].stage == "train"
-        assert "not on this machine" in letters[0].reason
+        # The trainer is the registry's one writer, and records what it wrote.
+        record = db[registry.ADAPTERS].find_one({"_id": adapter.adapter_id})
+        assert record is not None
+        assert record["files"] == registry.file_hashes(Path(adapter.path))
+        assert "adapter_config.json" in record["files"]
+        for key, reason in (
+            ("unsigned", "unsigned message"),
+            ("ghost", "differs from its record"),
+            ("unknown", "was recorded"),
+            ("tampered", "changed"),
+        ):
+            letters = dead_letters_with_key(bootstrap, letters_from, key)
+            assert letters and letters[0].stage == "verify", key
+            assert reason in letters[0].reason, (key, letters[0].reason)
+        assert registry.active(db, other) is None, "the tampered snapshot trained nothing"
         announced = _models_since(bootstrap, models_from)
         assert [a.adapter_id for a in announced] == [adapter.adapter_id]
         client.close()
