@@ -19,11 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from infra import kafka, warehouse
 from infra.settings import PlatformSettings
 from llm_twin import stack
-from producers.collect import crawl
-from producers.exports import stream_export
+from producers.collect import crawl, import_paths
 from producers.exports.archive import ImportLimits
-from producers.git import read_repository
-from producers.harvest import Failure, Found
 from producers.ledger import Ledger
 from producers.publish import Report, publish_found, publish_harvest, publish_tombstones
 from producers.settings import CrawlSettings, ImportSettings
@@ -163,7 +160,7 @@ def import_command(
         _progress(len(paths), "importing", as_json) as done,
     ):
         # Published as the readers find them: an export is never held in memory whole.
-        found = _imported(
+        found = import_paths(
             paths,
             person,
             crawled_at=now,
@@ -185,30 +182,6 @@ def _import_limits() -> ImportLimits:
         where = ".".join(str(part) for part in first["loc"]).upper()
         typer.echo(f"bad import settings: LLM_TWIN_IMPORT_{where}: {first['msg']}", err=True)
         raise typer.Exit(2) from None
-
-
-def _imported(
-    paths: list[Path],
-    author: Author,
-    *,
-    crawled_at: datetime,
-    workdir: Path,
-    limits: ImportLimits,
-    on_done: Callable[[str], None],
-) -> Iterator[Found]:
-    """Exports, note folders and local git repositories, one item at a time."""
-    for path in paths:
-        if not path.exists():
-            yield Failure(str(path), "no such file or folder")
-        elif (path / ".git").exists():
-            # Read from git's objects, which name only tracked files (a repository is small
-            # next to an export, so it is gathered whole).
-            yield from read_repository(
-                str(path), author, workdir=workdir, crawled_at=crawled_at
-            ).found()
-        else:
-            yield from stream_export(path, author, crawled_at=crawled_at, limits=limits)
-        on_done(str(path))
 
 
 def forget_command(

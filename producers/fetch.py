@@ -3,13 +3,17 @@
 Every way a fetch can go wrong ends in a ``FetchError`` whose ``reason`` a person
 can act on; nothing here retries forever, follows a redirect loop, reads an
 unbounded body, or reaches a private address unless told to.
+
+A name is resolved once per request, every address it gives is vetted
+(``producers.addresses``), and the connection goes to a vetted address with the
+Host header and the TLS server name (SNI and the certificate check) kept for the
+name: a DNS answer that changes between the check and the connection (rebinding)
+cannot steer a request to an address that was never checked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 import urllib.robotparser
 from collections.abc import Iterable
@@ -19,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from producers.addresses import AddressRefused, resolve
 from schemas.common import MiB
 
 USER_AGENT = "llm-twin/0.1 (a personal writing assistant; fetches its owner's own pages)"
@@ -90,18 +95,6 @@ class _Host:
     robots: urllib.robotparser.RobotFileParser | None = None
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
-    )
-
-
 def _media_type(content_type: str) -> tuple[str, str | None]:
     media, _, rest = content_type.partition(";")
     charset = None
@@ -115,17 +108,31 @@ def _media_type(content_type: str) -> tuple[str, str | None]:
 class Fetcher:
     """One per crawl: holds the connection pool, the per-host gates and robots.txt cache."""
 
-    def __init__(self, policy: FetchPolicy, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, policy: FetchPolicy) -> None:
         self.policy = policy
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(policy.total_timeout_s, connect=policy.connect_timeout_s),
-            headers={"User-Agent": policy.user_agent},
-        )
+        # One client per host name: a pooled TLS connection was checked for one name
+        # only, and requests go to addresses, so two names on one address must not share.
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._hosts: dict[str, _Host] = {}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    def _client(self, host: str) -> httpx.AsyncClient:
+        if host not in self._clients:
+            self._clients[host] = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=httpx.Timeout(
+                    self.policy.total_timeout_s, connect=self.policy.connect_timeout_s
+                ),
+                headers={"User-Agent": self.policy.user_agent},
+                # No proxy from the environment: a proxy resolves the name itself, and
+                # the address it reaches would be one nobody vetted.
+                trust_env=False,
+            )
+        return self._clients[host]
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -151,7 +158,7 @@ class Fetcher:
         seen: list[str] = []
         current = url
         while True:
-            await self._check_address(current)
+            await self._addresses(current)  # refused before anything, robots.txt included
             if self.policy.respect_robots_txt and not await self._robots_allow(current):
                 raise FetchError(current, "disallowed by robots.txt")
             response = await self._get_with_retries(current, headers)
@@ -188,30 +195,23 @@ class Fetcher:
 
     # -- the parts -------------------------------------------------------------
 
-    async def _check_address(self, url: str) -> None:
+    async def _addresses(self, url: str) -> list[str]:
+        """The vetted addresses of ``url``'s host, from one lookup; ``FetchError`` if refused."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise FetchError(url, f"only http and https URLs can be fetched, not {parts.scheme!r}")
         host = parts.hostname
         if not host:
             raise FetchError(url, "no host in URL")
-        if self.policy.allow_private_networks:
-            return
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host,
-                parts.port or (443 if parts.scheme == "https" else 80),
-                type=socket.SOCK_STREAM,
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            return await asyncio.to_thread(
+                resolve, host, port, allow_private_networks=self.policy.allow_private_networks
             )
-        except OSError as error:
-            raise FetchError(url, f"cannot resolve {host}: {error.strerror or error}") from None
-        private = sorted({str(info[4][0]) for info in infos if not _is_public(str(info[4][0]))})
-        if private:
-            raise FetchError(
-                url,
-                f"{host} resolves to a private or loopback address ({', '.join(private)}); "
-                "pass --allow-private-networks to crawl it",
-            )
+        except ValueError as error:  # a port out of range
+            raise FetchError(url, str(error)) from None
+        except AddressRefused as error:
+            raise FetchError(url, str(error)) from None
 
     def _host(self, url: str) -> _Host:
         key = urlsplit(url).netloc.lower()
@@ -288,7 +288,24 @@ class Fetcher:
                 ) from None
 
     async def _get(self, url: str, headers: dict[str, str]) -> _Response:
-        async with self._client.stream("GET", url, headers=headers) as response:
+        """One GET, sent to an address vetted by this request's own lookup."""
+        addresses = await self._addresses(url)
+        for address in addresses[:-1]:
+            try:
+                return await self._get_from(address, url, headers)
+            except httpx.ConnectError:
+                continue  # the next vetted address, as a client resolving by itself would
+        return await self._get_from(addresses[-1], url, headers)
+
+    async def _get_from(self, address: str, url: str, headers: dict[str, str]) -> _Response:
+        target = httpx.URL(url)
+        pinned = target.copy_with(host=address.split("%")[0])
+        # The name stays what the server sees: Host, and for https the TLS server name,
+        # so SNI and the certificate check are for the name and not for the address.
+        named = {**headers, "Host": target.netloc.decode("ascii")}
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        client = self._client(target.host)
+        async with client.stream("GET", pinned, headers=named, extensions=extensions) as response:
             if response.status_code in REDIRECT_STATUSES:
                 return _Response.redirect(response)
             declared = response.headers.get("Content-Length", "")

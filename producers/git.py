@@ -282,28 +282,92 @@ def _clone_url(location: str) -> str:
     return location
 
 
-def _redacted(text: str, location: str) -> str:
-    """``text`` without the password in ``location``: reports must never carry secrets."""
-    password = urlsplit(location).password if "://" in location else None
-    return text.replace(password, "***") if password else text
+def redact_credentials(text: str, location: str) -> str:
+    """``text`` without the secrets in ``location``'s user info: reports must never carry them.
+
+    The password, and over http(s) a user name given without one, which is how a token
+    is passed (``https://TOKEN@github.com/owner/repo``), wherever either appears,
+    spelled as given or percent-decoded.
+    """
+    if "://" not in location:
+        return text
+    parts = urlsplit(location)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if not at:
+        return text
+    text = text.replace(f"//{userinfo}@", "//***@")
+    secret = parts.password
+    token = parts.username or ""
+    # A token is long; a short user name is blanked only where it stands in the URL,
+    # since replacing "a" everywhere would garble the reason.
+    if secret is None and parts.scheme.lower() in ("http", "https") and len(token) >= 8:
+        secret = token
+    for spelling in {secret, unquote(secret)} if secret else ():
+        text = text.replace(spelling, "***")
+    return text
+
+
+@dataclass(frozen=True)
+class PinnedRemote:
+    """Where a clone may connect: the vetted addresses of the clone URL's host."""
+
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+    def git_config(self) -> list[str]:
+        """``-c`` options that make git's own connection honour the vetting."""
+        resolved = ",".join(f"[{a}]" if ":" in a else a for a in self.addresses)
+        return [
+            # curl connects to these addresses for the host instead of resolving it again.
+            "-c", f"http.curloptResolve={self.host}:{self.port}:{resolved}",
+            # A redirect would lead to a host nobody vetted.
+            "-c", "http.followRedirects=false",
+            # http(s) only: no other transport (ext::, file::, ssh) behind a submodule or alias.
+            "-c", "protocol.allow=never",
+            "-c", "protocol.http.allow=always",
+            "-c", "protocol.https.allow=always",
+        ]  # fmt: skip
 
 
 # --- Running git ------------------------------------------------------------------------
 
 
-def _git(args: list[str], *, cwd: Path, timeout: int, stdin: bytes | None = None) -> bytes:
+# A proxy resolves the name itself, and would reach an address nobody vetted.
+_PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+)
+
+
+def _git(
+    args: list[str],
+    *,
+    cwd: Path,
+    timeout: int,
+    stdin: bytes | None = None,
+    pinned: PinnedRemote | None = None,
+) -> bytes:
     """``git <args>``'s stdout; ``GitError`` with the tail of its stderr when it fails."""
     executable = shutil.which("git")
     if executable is None:
         raise GitError("git is not installed (no `git` on PATH)")
     env = os.environ.copy()
+    config = pinned.git_config() if pinned else []
+    if pinned:
+        for variable in _PROXY_VARIABLES:
+            env.pop(variable, None)
     # A private or missing repository must fail, not wait for a password nobody will type.
     env["GIT_TERMINAL_PROMPT"] = "0"
     if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
         env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
     try:
         result = subprocess.run(
-            [executable, *args],
+            [executable, *config, *args],
             cwd=cwd,
             input=stdin,
             capture_output=True,
@@ -327,7 +391,9 @@ class _Tree:
     repository: str
 
 
-def _clone_or_fetch(location: str, workdir: Path, max_file_bytes: int) -> _Tree:
+def _clone_or_fetch(
+    location: str, workdir: Path, max_file_bytes: int, pinned: PinnedRemote | None
+) -> _Tree:
     repository = canonical_repository_url(location)
     branch = github_branch(location)
     url = _clone_url(location)
@@ -336,7 +402,7 @@ def _clone_or_fetch(location: str, workdir: Path, max_file_bytes: int) -> _Tree:
     if _reusable(target, max_file_bytes):
         _git(["remote", "set-url", "origin", url], cwd=target, timeout=LOCAL_TIMEOUT_S)
         fetch = ["fetch", "--quiet", "--depth", "1", "origin", branch or "HEAD"]
-        _git(fetch, cwd=target, timeout=NETWORK_TIMEOUT_S)
+        _git(fetch, cwd=target, timeout=NETWORK_TIMEOUT_S, pinned=pinned)
         # Detached: HEAD is simply "the commit this crawl read", whichever branch it came from.
         move = ["update-ref", "--no-deref", "HEAD", "FETCH_HEAD"]
         _git(move, cwd=target, timeout=LOCAL_TIMEOUT_S)
@@ -351,7 +417,8 @@ def _clone_or_fetch(location: str, workdir: Path, max_file_bytes: int) -> _Tree:
         # them (GitHub does; others ignore the filter with a warning and send everything).
         clone += [f"--filter=blob:limit={max_file_bytes}"]
         clone += ["--branch", branch] if branch else []
-        _git([*clone, "--", url, str(partial)], cwd=workdir, timeout=NETWORK_TIMEOUT_S)
+        clone += ["--", url, str(partial)]
+        _git(clone, cwd=workdir, timeout=NETWORK_TIMEOUT_S, pinned=pinned)
         limit = ["config", "twin.maxFileBytes", str(max_file_bytes)]
         _git(limit, cwd=partial, timeout=LOCAL_TIMEOUT_S)
         partial.rename(target)
@@ -404,18 +471,20 @@ def read_repository(
     workdir: Path,
     crawled_at: datetime,
     max_file_bytes: int = 256 * 1024,
+    pinned: PinnedRemote | None = None,
 ) -> RepositoryHarvest:
     """One document per text file at HEAD of ``location``; a failure when it cannot be read.
 
     ``location``: a GitHub URL (``/tree/<branch>`` picks the branch), any clone URL
     (https, ssh, scp-like, file), or a local path to a work tree (a folder inside one
-    reads only that folder). Remote repositories are kept under ``workdir``.
+    reads only that folder). Remote repositories are kept under ``workdir``. ``pinned``
+    (from a crawl, which vets the host first) is where git may connect.
     """
     harvest = RepositoryHarvest()
     location = location.strip()
     try:
         if is_remote(location):
-            tree = _clone_or_fetch(location, workdir, max_file_bytes)
+            tree = _clone_or_fetch(location, workdir, max_file_bytes, pinned)
         else:
             tree = _open_local(location)
         commit, committed_at = _head(tree.cwd)
@@ -424,7 +493,9 @@ def read_repository(
         candidates, skipped = _select(entries, missing, tree.cwd, max_file_bytes)
         blobs = _read_blobs(tree.cwd, {oid for _, oid in candidates})
     except (GitError, ValueError, OSError) as error:  # OSError: workdir not writable
-        harvest.fail(_redacted(location, location), _redacted(str(error), location))
+        harvest.fail(
+            redact_credentials(location, location), redact_credentials(str(error), location)
+        )
         return harvest
 
     github = tree.repository.startswith("https://github.com/")

@@ -13,6 +13,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from infra import credentials, localstack, warehouse
+from infra.health import redact_uri
 from infra.settings import PlatformSettings
 from tests.factories import raw_document
 from tests.support import run_cli
@@ -182,7 +183,9 @@ def test_external_services_are_used_and_nothing_is_started(
     assert started["started"] == []
     assert started["kafka"]["embedded"] is False  # type: ignore[index]
     assert started["kafka"]["ok"] is True  # type: ignore[index]
-    assert started["mongodb"]["uri"] == stack.mongodb_uri  # type: ignore[index]
+    # Shown as status shows it: the login's password masked.
+    assert started["mongodb"]["uri"] == redact_uri(stack.mongodb_uri)  # type: ignore[index]
+    assert "***@" in str(started["mongodb"]["uri"])  # type: ignore[index]
     assert json.loads((tmp_path / "stack.json").read_text())["kafka"] is None
     down = run_cli(tmp_path, "infra", "down", **external)
     assert "nothing was running" in down.stdout

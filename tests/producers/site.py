@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -134,6 +136,74 @@ def serve() -> Iterator[Site]:
     thread.start()
     try:
         yield site
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _GitHandler(BaseHTTPRequestHandler):
+    """git's smart HTTP protocol, by running ``git http-backend`` as the CGI it is."""
+
+    root: ClassVar[Path]
+    seen_hosts: ClassVar[list[str]]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._backend()
+
+    def do_POST(self) -> None:
+        self._backend()
+
+    def _backend(self) -> None:
+        self.seen_hosts.append(self.headers.get("Host", ""))
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        env = {
+            **os.environ,
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(length),
+            "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "REMOTE_ADDR": self.client_address[0],
+        }
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("Content-Encoding") == "gzip":
+            env["HTTP_CONTENT_ENCODING"] = "gzip"
+        out = subprocess.run(
+            ["git", "http-backend"], input=body, capture_output=True, env=env, check=False
+        ).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        headers = [line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line]
+        status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() != "status":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@contextmanager
+def serve_git(root: Path, host: str = "127.0.0.1") -> Iterator[tuple[int, list[str]]]:
+    """Serve the bare repositories under ``root`` over smart HTTP on ``host``.
+
+    Yields the port and the Host header of every request, as they arrive.
+    """
+    seen: list[str] = []
+    handler = type("GitHandler", (_GitHandler,), {"root": root, "seen_hosts": seen})
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], seen
     finally:
         server.shutdown()
         server.server_close()

@@ -6,7 +6,9 @@ What lands on ``twin.raw-documents`` is checked by consuming it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from schemas import serde
 from schemas.documents import RawDocument
 from schemas.ids import canonical_url, document_id
 from schemas.topics import RAW_DOCUMENTS
-from tests.producers.site import DOC_PAGES, FIXTURES, Site, rss, serve
+from tests.producers.site import DOC_PAGES, FIXTURES, Site, rss, serve, serve_git
 from tests.support import read_topic, run_cli, topic_ends
 
 TOPIC = RAW_DOCUMENTS.name
@@ -155,6 +157,134 @@ def test_private_addresses_are_refused_without_the_flag(
     assert report["published"] == []
     assert "--allow-private-networks" in report["failed"][0]["reason"]
     assert site.hits == {}  # refused before any request
+
+
+TOKEN = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def served_repository(root: Path) -> Path:
+    """A folder holding one bare repository, ``notes.git``, with one committed file."""
+    work = root / "work"
+    work.mkdir(parents=True)
+    identity = ["-c", "user.name=Ada", "-c", "user.email=ada@example.org"]
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "README.md"],
+        ["commit", "-q", "-m", "first"],
+        ["clone", "-q", "--bare", str(work), str(root / "served" / "notes.git")],
+    ):
+        if args[0] == "add":
+            (work / "README.md").write_text("# Notes\n\nWhat I learned about Kafka this year.\n")
+        subprocess.run(["git", *identity, *args], cwd=work, check=True, capture_output=True)
+    return root / "served"
+
+
+def test_crawl_clones_from_this_machine_only_when_allowed_and_never_shows_a_token(
+    crawler: Crawler, author: str, tmp_path: Path
+) -> None:
+    served = served_repository(tmp_path / "git")
+    with serve_git(served) as (port, hosts):
+        local = f"http://127.0.0.1:{port}/notes.git"
+        refused = {
+            local: "loopback (127.0.0.0/8)",
+            (served / "notes.git").as_uri(): "`llm-twin import PATH` reads a local repository",
+            f"https://{TOKEN}@127.0.0.1:1/team/proj.git": "loopback (127.0.0.0/8)",
+        }
+        result, report = crawler.run("crawl", "--author", author, *refused)
+        assert hosts == []  # refused before git ran
+        allowed, _, landed = crawler.crawl(author, local)  # --allow-private-networks
+
+    assert result.returncode == 1
+    assert report["published"] == []
+    reasons = {failure["source"]: failure["reason"] for failure in report["failed"]}
+    shown = {url.replace(TOKEN, "***"): expected for url, expected in refused.items()}
+    assert set(reasons) == set(shown)
+    for source, expected in shown.items():
+        assert expected in reasons[source], (source, reasons[source])
+    assert TOKEN not in result.stdout + result.stderr
+    assert allowed.returncode == 0
+    assert [d.title for d in landed if d is not None] == ["README.md"]
+    assert set(hosts) == {f"127.0.0.1:{port}"}
+
+
+def test_crawl_clones_over_http_only(crawler: Crawler, author: str, tmp_path: Path) -> None:
+    # Refused for their scheme, before any name is looked up: no packet leaves.
+    refused = {
+        "git://10.0.0.1/x": "not git",
+        "ssh://internal/x": "not ssh",
+        "git@internal:team/x.git": "not ssh",
+        str(tmp_path / "x.git"): "a local path",
+    }
+    result, report = crawler.run("crawl", "--author", author, *refused)
+
+    assert result.returncode == 1
+    reasons = {failure["source"]: failure["reason"] for failure in report["failed"]}
+    assert set(reasons) == set(refused)
+    for url, expected in refused.items():
+        assert expected in reasons[url], (url, reasons[url])
+    assert not (crawler.home / "repositories").exists() or not any(
+        (crawler.home / "repositories").iterdir()
+    )
+
+
+# Run inside a network namespace with only loopback up: "rebind.example" answers a public
+# address to the first lookup and loopback to every later one, as a rebinding server does.
+REBINDING = """
+import asyncio, json, socket
+from producers.fetch import HTML_TYPES, Fetcher, FetchError, FetchPolicy
+from tests.producers.site import DOC_PAGES, serve
+
+real, lookups = socket.getaddrinfo, []
+
+def rebinding(host, port, *args, **kwargs):
+    if (host.decode() if isinstance(host, bytes) else host) != "rebind.example":
+        return real(host, port, *args, **kwargs)
+    lookups.append(host)
+    return real("93.184.216.34" if len(lookups) == 1 else "127.0.0.1", port, *args, **kwargs)
+
+socket.getaddrinfo = rebinding
+policy = FetchPolicy(per_host_delay_s=0, retries=0, respect_robots_txt=False, total_timeout_s=3)
+
+async def fetch(url):
+    async with Fetcher(policy) as fetcher:
+        try:
+            return (await fetcher.fetch(url, accept=HTML_TYPES)).url
+        except FetchError as error:
+            return error.reason
+
+with serve() as site:
+    port = site.base.rpartition(":")[2]
+    outcome = asyncio.run(fetch(f"http://rebind.example:{port}/docs/{DOC_PAGES[0].name}"))
+    print(json.dumps({"outcome": outcome, "hits": sum(site.hits.values())}))
+"""
+
+
+def _loopback_only_namespace() -> list[str]:
+    command = ["unshare", "--user", "--map-root-user", "--net", "sh", "-c"]
+    probe = [*command, "ip link set lo up"]
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip for a network namespace of the test's own")
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        pytest.skip("user namespaces are not available here")
+    return [*command, f"ip link set lo up && exec {sys.executable} -"]
+
+
+def test_a_name_that_rebinds_after_the_check_is_never_fetched() -> None:
+    result = subprocess.run(
+        _loopback_only_namespace(),
+        input=REBINDING,
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY_ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPOSITORY_ROOT)},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["hits"] == 0  # the loopback server behind the second answer saw nothing
+    assert "127.0.0.1 (loopback (127.0.0.0/8))" in answer["outcome"]
 
 
 def test_a_feed_listing_n_pages_yields_n_documents(

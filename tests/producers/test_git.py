@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from producers.git import (
+    PinnedRemote,
     RepositoryHarvest,
     Skip,
     canonical_repository_url,
@@ -20,6 +21,7 @@ from producers.git import (
     skip_by_path,
 )
 from schemas.documents import Author, DocumentKind
+from tests.producers.site import serve_git
 
 AUTHOR = Author(slug="ada", display_name="Ada Lovelace")
 CRAWLED_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -407,3 +409,39 @@ def test_credentials_never_reach_a_failure(tmp_path: Path, monkeypatch: pytest.M
     assert "s3cret" not in failure.source
     assert "s3cret" not in failure.reason
     assert "127.0.0.1" in failure.reason
+
+
+def test_a_token_as_the_user_name_never_reaches_a_failure(tmp_path: Path) -> None:
+    token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    # Nothing listens on port 1: refused at once, no network needed.
+    harvest = read(f"https://{token}@127.0.0.1:1/team/proj.git", tmp_path / "work")
+
+    (failure,) = harvest.failures
+    assert token not in failure.source
+    assert token not in failure.reason
+    assert failure.source == "https://***@127.0.0.1:1/team/proj.git"
+
+
+def test_a_pinned_clone_connects_to_the_vetted_address_under_the_name(
+    repo: Path, tmp_path: Path
+) -> None:
+    served = tmp_path / "served"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(served / "notes.git"))
+    # The server is on 127.0.0.2 only, where `localhost` never resolves: reaching it
+    # proves git connected to the pinned address, not to a fresh lookup of the name.
+    with serve_git(served, "127.0.0.2") as (port, hosts):
+        pinned = PinnedRemote("localhost", port, ("127.0.0.2",))
+        harvest = read_repository(
+            f"http://localhost:{port}/notes.git",
+            AUTHOR,
+            workdir=tmp_path / "work",
+            crawled_at=CRAWLED_AT,
+            max_file_bytes=LIMIT,
+            pinned=pinned,
+        )
+        unpinned = read(f"http://localhost:{port}/notes.git", tmp_path / "other")
+
+    assert harvest.failures == []
+    assert {d.title for d in harvest.documents} == TEXT_FILES.keys()
+    assert set(hosts) == {f"localhost:{port}"}  # the server saw the name, not the address
+    assert "git clone failed" in unpinned.failures[0].reason  # the name alone leads elsewhere

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from infra import localstack
+from infra import credentials, localstack
 from infra.settings import PlatformSettings
 from schemas.generation import DoneEvent, ErrorEvent, ReplyEvent, TokenEvent
 from serving.replies import open_channel
@@ -40,7 +40,10 @@ def test_a_request_survives_its_worker_being_killed(
             first = start_serve(home, fake, first_port)
             processes.append(first)
             wait_healthy(f"http://127.0.0.1:{first_port}", first)
-            channel, claim = open_channel(bootstrap, home, one_record_per_batch=True)
+            # Signed with the home's key, as `generate` signs: `serve` verifies each request.
+            channel, claim = open_channel(
+                bootstrap, home, one_record_per_batch=True, signer=credentials.signer(settings)
+            )
 
             async def ask() -> list[ReplyEvent]:
                 request = channel.new_request(

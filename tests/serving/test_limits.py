@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from infra import localstack
+from infra import credentials, localstack
 from infra.settings import PlatformSettings
 from serving.api import Limits, create_app
 from serving.keys import ApiKeys
@@ -98,7 +98,10 @@ def in_process(server: Server) -> Iterator[Any]:
     """``create_app`` as ``serve`` builds it, on the same stack, for a given :class:`Limits`."""
     bootstrap = localstack.endpoints(PlatformSettings(home=server.home)).kafka_bootstrap_servers
     assert bootstrap is not None
-    channel, claim = open_channel(bootstrap, server.home, one_record_per_batch=True)
+    settings = PlatformSettings(home=server.home)
+    channel, claim = open_channel(
+        bootstrap, server.home, one_record_per_batch=True, signer=credentials.signer(settings)
+    )
 
     def build(limits: Limits | None = None) -> FastAPI:
         return create_app(
