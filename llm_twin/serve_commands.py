@@ -27,7 +27,7 @@ import psutil
 import typer
 from pydantic import ValidationError
 
-from infra import localstack, warehouse
+from infra import credentials, localstack, warehouse
 from infra.settings import PlatformSettings
 from llm_twin import stack
 
@@ -487,7 +487,11 @@ def up_command(
     started_stack = localstack.load_state(settings) is None or not _stack_answers(settings)
     if started_stack:
         typer.echo("starting the broker and warehouse…", err=True)
-        localstack.up(settings)
+        try:
+            localstack.up(settings)
+        except (localstack.StackError, credentials.CredentialsError) as error:
+            typer.echo(f"cannot start the stack: {error}", err=True)
+            raise typer.Exit(1) from None
     stack_cleanup = ExitStack()
     try:
         connection = stack.require(settings)
