@@ -13,7 +13,8 @@ start it is started once without, given one user with a generated password
 (kept in ``LLM_TWIN_HOME/warehouse-login.json``, 0600), and restarted with
 ``--auth``, so another local user cannot read every author's data over
 loopback. (SecantusDB has no localhost exception: the first user can only be
-made while authentication is off, on the empty warehouse, for about a second.)
+made while authentication is off, for about a second, on a new warehouse or
+once on one made before it had a login.)
 """
 
 from __future__ import annotations
@@ -344,8 +345,11 @@ def _start_kafka(settings: PlatformSettings, incarnation_id: str) -> ServiceProc
 
 def _start_mongodb(settings: PlatformSettings) -> ServiceProcess:
     login = credentials.warehouse_login(settings.home)
-    if login is None:
-        login = credentials.new_warehouse_login()
+    storage = settings.home / "warehouse"
+    # A new home, or one whose warehouse files were removed while the login stayed.
+    empty = not storage.is_dir() or not any(storage.iterdir())
+    if login is None or empty:
+        login = login or credentials.new_warehouse_login()
         _provision_login(settings, login)
         credentials.save_warehouse_login(settings.home, login)
     return _start_mongodb_process(settings, auth=True)
