@@ -61,7 +61,7 @@ AUTHOR = Author(slug="bench", display_name="Bench Mark")
 NAIVE_AUTHOR = "naive"
 SEARCH_AUTHOR = "search"
 ENCODER_BATCH_SIZES = (32, 64, 128)
-# The naive loop runs at batch-1 speed (DESIGN.md: ~24 chunks/s at 240 tokens): a
+# The naive loop runs at batch-1 speed (measured: ~24 chunks/s at 240 tokens): a
 # sample this size gives a stable rate without doubling the run.
 NAIVE_SAMPLE = 300
 # Freshness is measured below saturation: at half the ceiling a document waits for

@@ -1,7 +1,7 @@
 """The one place Kafka clients are made, and the one producer lifecycle.
 
 Every setting below that differs from librdkafka's default says why. The
-measurements are DESIGN.md's, taken against Tansu on this project's machines;
+measurements were taken against Tansu on this project's machines;
 they hold for Apache Kafka as well.
 """
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # Never an adapter id: the gate's "unknown" state after a load.
 _UNKNOWN = "\x00unknown"
-# A generation on 2 busy cores runs ~11 tokens/s (DESIGN.md); two at once keep
+# A generation on 2 busy cores runs ~11 tokens/s (measured here); two at once keep
 # both cores busy without each request's first token waiting behind a queue of
 # whole answers.
 DEFAULT_CONCURRENCY = 2

@@ -3,7 +3,7 @@
 Shared by serving (every request) and the trainer's evaluation (the same
 prompt the twin is judged with).
 
-Retrieved text is data, never instructions (DESIGN.md "Security model"): each
+Retrieved text is data, never instructions (docs/tenancy-and-security.md): each
 passage sits inside a numbered ``<passage>`` element of one context block,
 with any look-alike tags in it neutralised, and the system message says that
 nothing inside the block is to be obeyed. Passages, titles, the author's display

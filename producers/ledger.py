@@ -1,6 +1,6 @@
 """What the producers remember, in the warehouse: what was published, forgotten, fetched.
 
-DESIGN.md "Delivery semantics": a document is *unchanged* (not published again)
+A document is *unchanged* (not published again)
 when the warehouse already holds its content hash, or when it was already
 published to the same broker incarnation; a forgotten document is published
 again only when forced.

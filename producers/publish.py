@@ -28,7 +28,7 @@ BATCH_CHARS = 64 * 1024 * 1024
 
 @dataclass
 class Report:
-    """``crawl --json`` / ``import --json`` (DESIGN.md's contract, plus ``forgotten``)."""
+    """``crawl --json`` / ``import --json`` (README's contract, with ``forgotten``)."""
 
     published: list[uuid.UUID] = field(default_factory=list)
     unchanged: list[uuid.UUID] = field(default_factory=list)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-# DESIGN.md "Delivery semantics": the slug is part of collection names and ids,
+# The slug is part of collection names and ids,
 # so it is kept to characters that are safe in both.
 AUTHOR_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 AuthorSlug = Annotated[str, StringConstraints(pattern=AUTHOR_SLUG_PATTERN)]
@@ -17,7 +17,7 @@ Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # One mebibyte, the unit of every size limit below.
 MiB = 1024 * 1024
 
-# The largest message value our serde writes or reads (DESIGN.md: topics and
+# The largest message value our serde writes or reads (docs/wire-contracts.md: topics and
 # clients allow 16 MiB messages). Broker and client limits add headroom on top
 # of this for keys, headers and record-batch framing (infra/kafka.py).
 MAX_MESSAGE_BYTES = 16 * MiB

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, Field, NonNegativeInt
 
 from schemas.common import Message, Sha256Hex, utc_now
 
-# DESIGN.md: a dead letter keeps the original's size, its sha256 and its first 64 KiB.
+# A dead letter keeps the original's size, its sha256 and its first 64 KiB.
 HEAD_BYTES = 64 * 1024
 # Keys are ids in practice; a key of megabytes would make the dead letter itself too large.
 KEY_BYTES = 1024

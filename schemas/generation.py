@@ -1,4 +1,4 @@
-"""``twin.generation.requests`` and ``twin.generation.tokens`` (DESIGN.md "Generation on the wire").
+"""``twin.generation.requests`` and ``twin.generation.tokens`` (docs/wire-contracts.md).
 
 Each API process or CLI owns one partition of the tokens topic and reads only
 that one; a request names it in ``reply_to`` so replies never scatter. Every

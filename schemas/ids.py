@@ -1,6 +1,6 @@
 """Stable identifiers: canonical sources, document ids, content hashes, chunk ids.
 
-DESIGN.md "Delivery semantics": a document's id is UUIDv5 of
+docs/wire-contracts.md: a document's id is UUIDv5 of
 ``author_slug:canonical_source``, so the same source always yields the same id
 and two authors importing the same page never share one; its version is its
 content hash; a chunk's point id is UUIDv5 of ``document_id:version:index``, so

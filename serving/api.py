@@ -1,7 +1,7 @@
 """The HTTP API: every generation goes through Kafka and streams back as server-sent events.
 
 - ``POST /v1/twins/{author}/generate``: SSE whose ``data:`` lines are the event
-  objects of DESIGN.md "Generation on the wire" (``stream: false``: the ``done``
+  objects of docs/wire-contracts.md (``stream: false``: the ``done``
   object, or the ``error`` object with a 4xx/5xx status);
 - ``POST /v1/chat/completions``: OpenAI-compatible, ``model`` = the author slug;
 - ``GET /v1/twins/{author}/search``: ``search --json``'s shape;

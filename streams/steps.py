@@ -1,4 +1,4 @@
-"""The dataflow's steps as plain functions of their input (STYLE.md: testable without Bytewax)."""
+"""The dataflow's steps as plain functions of their input (testable without Bytewax)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Encoder(Protocol):
 
 @dataclass(frozen=True)
 class Limits:
-    # DESIGN.md: a document's content is capped (default 8 MiB).
+    # A document's content is capped (default 8 MiB).
     max_document_bytes: int = 8 * 1024 * 1024
     max_chunk_tokens: int = MAX_TOKENS
     overlap_tokens: int = OVERLAP_TOKENS

@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
         pytest.param([str(BIN / "ruff"), "check", "."], id="ruff-check"),
         pytest.param([str(BIN / "ruff"), "format", "--check", "."], id="ruff-format"),
         pytest.param([str(BIN / "mypy"), "."], id="mypy"),
-        # Floors (DESIGN.md "Proposed layout") and the SecantusDB licence boundary.
+        # Floors (README's layout) and the SecantusDB licence boundary.
         pytest.param([str(BIN / "lint-imports")], id="import-contracts"),
         pytest.param([sys.executable, "-m", "pip", "check"], id="pip-check"),
     ],

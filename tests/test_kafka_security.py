@@ -137,17 +137,27 @@ def test_without_settings_the_same_client_speaks_plaintext(listener: FirstBytes)
     assert first and TLS_HANDSHAKE not in first
 
 
+def _sasl(home: Path, protocol: str, mechanism: str, **more: Any) -> PlatformSettings:
+    """Settings as the environment would give them: user ``twin``, password ``hunter2-hunter2``."""
+    return PlatformSettings(
+        home=home,
+        kafka_security_protocol=protocol,
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username="twin",
+        kafka_sasl_password=SecretStr("hunter2-hunter2"),
+        **more,
+    )
+
+
 def test_sasl_settings_reach_librdkafka_and_faust_and_stay_out_of_reprs(tmp_path: Path) -> None:
     import faust
 
     from serving.faust_kafka import faust_credentials
 
-    settings = PlatformSettings(
-        home=tmp_path,
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-256",
-        kafka_sasl_username="twin",
-        kafka_sasl_password=SecretStr("hunter2-hunter2"),
+    settings = _sasl(
+        tmp_path,
+        "SASL_SSL",
+        "SCRAM-SHA-256",
         kafka_ssl_ca_file=Path(certifi.where()),  # any real PEM bundle
     )
     brokers = kafka.Brokers.of("kafka:9093", settings)
@@ -175,13 +185,7 @@ def test_the_serving_faust_app_is_given_the_credentials(tmp_path: Path) -> None:
 
     from serving.consumer import RetrievalConsumer
 
-    settings = PlatformSettings(
-        home=tmp_path,
-        kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism="PLAIN",
-        kafka_sasl_username="twin",
-        kafka_sasl_password=SecretStr("hunter2-hunter2"),
-    )
+    settings = _sasl(tmp_path, "SASL_PLAINTEXT", "PLAIN")
     consumer = RetrievalConsumer(
         kafka.Brokers.of("kafka:9092", settings),
         answerer=None,  # type: ignore[arg-type]  # never started: only its configuration is read

@@ -42,7 +42,7 @@ def build(directory: Path, *, seed: int = 0, vocab_size: int = 320) -> Path:
         pad_token="<|pad|>",
         bos_token="<|bos|>",
         eos_token="<|end|>",
-        # DESIGN.md: without this, generate() rejects the token_type_ids it returns.
+        # Without this, generate() rejects the token_type_ids it returns.
         model_input_names=["input_ids", "attention_mask"],
     )
     fast.chat_template = CHAT_TEMPLATE

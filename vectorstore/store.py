@@ -1,12 +1,12 @@
 """Per-author chunk collections in Qdrant: the only way any component reads or writes vectors.
 
-Isolation by construction (DESIGN.md "Security model"): every author has a
+Isolation by construction (docs/tenancy-and-security.md): every author has a
 collection of their own, addressed as ``twin_<slug>_chunks``, and every method
 takes the author and touches that author's collection only. A slug is checked
 against ``AUTHOR_SLUG_PATTERN`` before it becomes part of a name, so no input
 can address another author's collection. Per-author collections are also what
 keeps search fast in local mode (an author-filtered search over one shared
-collection was ~10x slower, DESIGN.md "Facts measured").
+collection was ~10x slower, measured here).
 
 Names. ``twin_<slug>_chunks`` is a collection *alias*; the points live in a
 collection ``twin_<slug>_chunks_<suffix>`` it points at. A reindex fills a new
@@ -37,7 +37,7 @@ embedding_model   the embedder's ``model_name``; a reindex changes it
 ================  =====================================================
 
 Point ids are ``schemas.ids.chunk_point_id(document_id, version, chunk_index)``,
-so writing a chunk again overwrites it (DESIGN.md "Delivery semantics").
+so writing a chunk again overwrites it (docs/wire-contracts.md).
 
 Vectors are unit length (the embedder normalises them; ``upsert`` refuses any
 other), so collections use the dot product, which then equals cosine

