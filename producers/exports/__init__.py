@@ -2,10 +2,12 @@
 
 Each reader is a pure function of the files (no network, no broker):
 ``read_<format>(path, author, *, crawled_at, limits) -> Iterator[RawDocument | Failure]``,
-where ``path`` is the export's folder or its zip as downloaded. Readers yield as they read,
-so an export of any size is published in bounded memory; a reader raises ``ExportRefused``
-for a zip over ``limits``. ``stream_export`` picks the reader from what the export contains
-and reports every refusal as a failure.
+where ``path`` is the export's folder or its zip as downloaded. Every one is an
+``ExportReader`` (``reader``): its platform's module declares only which files it reads and
+how each becomes documents. Readers yield as they read, so an export of any size is
+published in bounded memory; a reader raises ``ExportRefused`` for a zip over ``limits``.
+``stream_export`` picks the reader from what the export contains and reports every refusal
+as a failure.
 """
 
 from __future__ import annotations

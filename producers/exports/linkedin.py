@@ -10,18 +10,17 @@ it was published, then the body.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from pydantic import JsonValue
 
-from producers.exports import csv_rows, markup
-from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
+from producers.exports import markup
+from producers.exports.archive import Archive
 from producers.exports.normalize import headline, parse_timestamp, tidy
-from producers.harvest import Failure, Found
+from producers.exports.reader import ExportReader, Files, Reading, table, whole_text
 from producers.html_text import fragment_text
-from schemas.documents import Author, DocumentKind, RawDocument
+from schemas.documents import DocumentKind, RawDocument
 from schemas.ids import canonical_url
 
 PLATFORM = "linkedin"
@@ -34,49 +33,15 @@ def recognises(archive: Archive) -> bool:
     return SHARES in archive or bool(_article_names(archive))
 
 
-def read_linkedin(
-    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
-) -> Iterator[Found]:
-    try:
-        archive = Archive.open(path, limits)
-    except UnreadableFile as error:
-        yield Failure(str(path), str(error))
-        return
-    with archive:
-        archive.admit([SHARES, *_article_names(archive)])
-        if not recognises(archive):
-            yield Failure(str(path), f"no {SHARES} or {ARTICLES}*.html: not a LinkedIn export")
-        if SHARES in archive:
-            yield from _read_shares(archive, author, crawled_at)
-        for name in _article_names(archive):
-            yield _read_article(archive, name, author, crawled_at)
+def _shares(archive: Archive) -> list[str]:
+    return [SHARES] if SHARES in archive else []
 
 
 def _article_names(archive: Archive) -> list[str]:
     return [n for n in archive.names if n.startswith(ARTICLES) and n.endswith(".html")]
 
 
-def _read_shares(archive: Archive, author: Author, crawled_at: datetime) -> Iterator[Found]:
-    source = archive.source(SHARES)
-    try:
-        text = archive.read_text(SHARES)
-    except UnreadableFile as error:
-        yield Failure(source, str(error))
-        return
-    for row in csv_rows.rows(text, _SHARE_COLUMNS):
-        if isinstance(row, csv_rows.BadRow):
-            yield Failure(f"{source}#row {row.number}", row.reason)
-            continue
-        try:
-            document = _share(row.fields, author, crawled_at)
-        except ValueError as error:
-            yield Failure(f"{source}#row {row.number}", str(error))
-            continue
-        if document is not None:
-            yield document
-
-
-def _share(fields: dict[str, str], author: Author, crawled_at: datetime) -> RawDocument | None:
+def _share(fields: dict[str, str], reading: Reading) -> RawDocument | None:
     """The post in one Shares.csv row; None for a repost without words of the author's own."""
     commentary = fields["ShareCommentary"]
     if not commentary.strip().strip('"').strip():
@@ -102,7 +67,7 @@ def _share(fields: dict[str, str], author: Author, crawled_at: datetime) -> RawD
         if fields.get(column, "").strip()
     }
     return RawDocument.build(
-        author=author,
+        author=reading.author,
         kind=DocumentKind.POST,
         platform=PLATFORM,
         canonical_source=canonical_url(link) if link else f"linkedin-share:{when}:{digest}",
@@ -110,7 +75,7 @@ def _share(fields: dict[str, str], author: Author, crawled_at: datetime) -> RawD
         title=headline(text),
         content=text,
         published_at=published_at,
-        crawled_at=crawled_at,
+        crawled_at=reading.crawled_at,
         metadata=metadata,
     )
 
@@ -137,14 +102,7 @@ def _unwrap_quoted_lines(commentary: str) -> str:
     return "\n".join(inner)
 
 
-def _read_article(archive: Archive, name: str, author: Author, crawled_at: datetime) -> Found:
-    try:
-        return _article(archive.read_text(name), name, author, crawled_at)
-    except (UnreadableFile, ValueError) as error:
-        return Failure(archive.source(name), str(error))
-
-
-def _article(page: str, name: str, author: Author, crawled_at: datetime) -> RawDocument:
+def _article(page: str, reading: Reading) -> RawDocument:
     root = markup.parse_page(page)
     heading = root.find(".//h1")
     title = markup.text_of(heading) or markup.text_of(root.find(".//title"))
@@ -164,15 +122,15 @@ def _article(page: str, name: str, author: Author, crawled_at: datetime) -> RawD
     if created is not None:
         metadata["created_at"] = created.isoformat()
     return RawDocument.build(
-        author=author,
+        author=reading.author,
         kind=DocumentKind.ARTICLE,
         platform=PLATFORM,
-        canonical_source=f"linkedin-article:{PurePosixPath(name).name}",
+        canonical_source=f"linkedin-article:{PurePosixPath(reading.name).name}",
         source_url=str(link.get("href")).strip() if link is not None else None,
         title=title,
         content=text,
         published_at=published,
-        crawled_at=crawled_at,
+        crawled_at=reading.crawled_at,
         metadata=metadata,
     )
 
@@ -182,3 +140,12 @@ def _dated_line(root: markup.Element, css_class: str, prefix: str) -> datetime |
     if not line:
         return None
     return parse_timestamp(line.removeprefix(prefix))
+
+
+read_linkedin = ExportReader(
+    missing=f"no {SHARES} or {ARTICLES}*.html: not a LinkedIn export",
+    files=[
+        Files(_shares, table(_SHARE_COLUMNS), _share),
+        Files(_article_names, whole_text, _article),
+    ],
+)

@@ -8,18 +8,16 @@ href="https://medium.com/@user/slug-abc123">``. Drafts are the files named ``dra
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from pydantic import JsonValue
 
 from producers.exports import markup
-from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
+from producers.exports.archive import Archive, UnreadableFile
 from producers.exports.normalize import parse_timestamp, tidy
-from producers.harvest import Failure, Found
+from producers.exports.reader import ExportReader, Files, Reading, Records, whole_text
 from producers.html_text import fragment_text
-from schemas.documents import Author, DocumentKind, RawDocument
+from schemas.documents import DocumentKind, RawDocument
 from schemas.ids import canonical_url
 
 PLATFORM = "medium"
@@ -40,30 +38,6 @@ def recognises(archive: Archive) -> bool:
     return False
 
 
-def read_medium(
-    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
-) -> Iterator[Found]:
-    try:
-        archive = Archive.open(path, limits)
-    except UnreadableFile as error:
-        yield Failure(str(path), str(error))
-        return
-    with archive:
-        names = _post_names(archive)
-        archive.admit(names)
-        if not names:
-            yield Failure(str(path), f"no {POSTS}*.html: not a Medium export")
-        for name in names:
-            if PurePosixPath(name).name.startswith("draft_"):
-                continue
-            try:
-                document = _post(archive.read_text(name), author, crawled_at)
-            except (UnreadableFile, ValueError) as error:
-                yield Failure(archive.source(name), str(error))
-                continue
-            yield document
-
-
 def _post_names(archive: Archive) -> list[str]:
     return [
         name
@@ -72,7 +46,13 @@ def _post_names(archive: Archive) -> list[str]:
     ]
 
 
-def _post(page: str, author: Author, crawled_at: datetime) -> RawDocument:
+def _published_page(archive: Archive, name: str) -> Records[str]:
+    # A draft is admitted with the other pages but never read: it is not published writing.
+    if not PurePosixPath(name).name.startswith("draft_"):
+        yield from whole_text(archive, name)
+
+
+def _post(page: str, reading: Reading) -> RawDocument:
     root = markup.parse_page(page)
     canonical = markup.first(root, "p-canonical")
     href = str(canonical.get("href") or "").strip() if canonical is not None else ""
@@ -94,7 +74,7 @@ def _post(page: str, author: Author, crawled_at: datetime) -> RawDocument:
     if subtitle:
         metadata["subtitle"] = subtitle
     return RawDocument.build(
-        author=author,
+        author=reading.author,
         kind=DocumentKind.ARTICLE,
         platform=PLATFORM,
         canonical_source=canonical_url(href),
@@ -102,6 +82,12 @@ def _post(page: str, author: Author, crawled_at: datetime) -> RawDocument:
         title=title,
         content=text,
         published_at=parse_timestamp(stamp) if stamp else None,
-        crawled_at=crawled_at,
+        crawled_at=reading.crawled_at,
         metadata=metadata,
     )
+
+
+read_medium = ExportReader(
+    missing=f"no {POSTS}*.html: not a Medium export",
+    files=[Files(_post_names, _published_page, _post)],
+)

@@ -8,17 +8,16 @@ YAML front matter between leading ``---`` lines is honoured: ``title``, ``date``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 
 import yaml
 from pydantic import JsonValue
 
-from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
+from producers.exports.archive import Archive, ImportLimits
 from producers.exports.normalize import in_utc, parse_timestamp, tidy
-from producers.harvest import Failure, Found
-from schemas.documents import Author, DocumentKind, RawDocument
+from producers.exports.reader import ExportReader, Files, Reading, whole_text
+from schemas.documents import DocumentKind, RawDocument
 from schemas.ids import canonical_url
 
 PLATFORM = "notes"
@@ -33,38 +32,22 @@ def is_note(name: str) -> bool:
 
 
 def recognises(archive: Archive) -> bool:
-    return any(is_note(name) for name in archive.names)
+    return bool(_note_names(archive))
 
 
-def read_notes(
-    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
-) -> Iterator[Found]:
-    try:
-        archive = (
-            Archive.single(path, limits)
-            if path.is_file() and is_note(path.name)
-            else Archive.open(path, limits)
-        )
-    except UnreadableFile as error:
-        yield Failure(str(path), str(error))
-        return
-    with archive:
-        names = [name for name in archive.names if is_note(name)]
-        archive.admit(names)
-        if not names:
-            yield Failure(str(path), "no Markdown or text notes (*.md, *.markdown, *.txt)")
-        for name in names:
-            try:
-                document = _note(archive.read_text(name), name, author, crawled_at)
-            except (UnreadableFile, ValueError) as error:
-                yield Failure(archive.source(name), str(error))
-                continue
-            if document is not None:
-                yield document
+def _note_names(archive: Archive) -> list[str]:
+    return [name for name in archive.names if is_note(name)]
 
 
-def _note(text: str, name: str, author: Author, crawled_at: datetime) -> RawDocument | None:
+def _open(path: Path, limits: ImportLimits) -> Archive:
+    if path.is_file() and is_note(path.name):
+        return Archive.single(path, limits)
+    return Archive.open(path, limits)
+
+
+def _note(text: str, reading: Reading) -> RawDocument | None:
     """The note in one file; None for a draft."""
+    name = reading.name
     front, body = _front_matter(text.replace("\r\n", "\n"))
     if front.get("draft") is True or front.get("published") is False:
         return None
@@ -77,7 +60,7 @@ def _note(text: str, name: str, author: Author, crawled_at: datetime) -> RawDocu
     if tags:
         metadata["tags"] = list(tags)
     return RawDocument.build(
-        author=author,
+        author=reading.author,
         kind=DocumentKind.NOTE,
         platform=PLATFORM,
         canonical_source=canonical_url(canonical) if canonical else f"note:{name}",
@@ -85,7 +68,7 @@ def _note(text: str, name: str, author: Author, crawled_at: datetime) -> RawDocu
         title=_text_field(front, "title") or _first_heading(content) or PurePosixPath(name).stem,
         content=content,
         published_at=_published_at(front),
-        crawled_at=crawled_at,
+        crawled_at=reading.crawled_at,
         metadata=metadata,
     )
 
@@ -155,3 +138,10 @@ def _first_heading(markdown: str) -> str:
         elif not fenced and (heading := _HEADING.match(line)):
             return heading[1].strip()
     return ""
+
+
+read_notes = ExportReader(
+    missing="no Markdown or text notes (*.md, *.markdown, *.txt)",
+    files=[Files(_note_names, whole_text, _note)],
+    opens=_open,
+)

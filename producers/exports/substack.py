@@ -7,18 +7,13 @@ subtitle and podcast_url. Unpublished rows are drafts and are not imported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
-
 from pydantic import JsonValue
 
-from producers.exports import csv_rows
-from producers.exports.archive import DEFAULT_LIMITS, Archive, ImportLimits, UnreadableFile
+from producers.exports.archive import Archive, UnreadableFile
 from producers.exports.normalize import headline, parse_timestamp, tidy
-from producers.harvest import Failure, Found
+from producers.exports.reader import ExportReader, Files, Reading, table
 from producers.html_text import fragment_text
-from schemas.documents import Author, DocumentKind, RawDocument
+from schemas.documents import DocumentKind, RawDocument
 
 PLATFORM = "substack"
 POSTS_CSV = "posts.csv"
@@ -29,43 +24,18 @@ def recognises(archive: Archive) -> bool:
     return POSTS_CSV in archive
 
 
-def read_substack(
-    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
-) -> Iterator[Found]:
-    try:
-        archive = Archive.open(path, limits)
-    except UnreadableFile as error:
-        yield Failure(str(path), str(error))
-        return
-    with archive:
-        if not recognises(archive):
-            yield Failure(str(path), f"no {POSTS_CSV}: not a Substack export")
-            return
-        # Every post body the table may name, so the zip is judged before any is read.
-        archive.admit([POSTS_CSV, *(n for n in archive.names if n.startswith("posts/"))])
-        source = archive.source(POSTS_CSV)
-        try:
-            table = archive.read_text(POSTS_CSV)
-        except UnreadableFile as error:
-            yield Failure(source, str(error))
-            return
-        for row in csv_rows.rows(table, _COLUMNS):
-            if isinstance(row, csv_rows.BadRow):
-                yield Failure(f"{source}#row {row.number}", row.reason)
-                continue
-            try:
-                document = _post(archive, row.fields, author, crawled_at)
-            except ValueError as error:
-                yield Failure(f"{source}#row {row.number}", str(error))
-                continue
-            if document is not None:
-                yield document
+def _table(archive: Archive) -> list[str]:
+    return [POSTS_CSV] if POSTS_CSV in archive else []
 
 
-def _post(
-    archive: Archive, fields: dict[str, str], author: Author, crawled_at: datetime
-) -> RawDocument | None:
+def _bodies(archive: Archive) -> list[str]:
+    """Every post body the table may name."""
+    return [name for name in archive.names if name.startswith("posts/")]
+
+
+def _post(fields: dict[str, str], reading: Reading) -> RawDocument | None:
     """The article for one row; None for a draft."""
+    archive = reading.archive
     post_id = fields["post_id"].strip()
     if not post_id:
         raise ValueError("no post_id")
@@ -90,13 +60,20 @@ def _post(
         key: tidy(fields[key]) for key in ("subtitle", "audience", "type") if fields.get(key)
     }
     return RawDocument.build(
-        author=author,
+        author=reading.author,
         kind=DocumentKind.ARTICLE,
         platform=PLATFORM,
         canonical_source=f"substack-export:{post_id}",
         title=tidy(" ".join(fields["title"].split())) or headline(text),
         content=text,
         published_at=parse_timestamp(when),
-        crawled_at=crawled_at,
+        crawled_at=reading.crawled_at,
         metadata=metadata,
     )
+
+
+read_substack = ExportReader(
+    missing=f"no {POSTS_CSV}: not a Substack export",
+    files=[Files(_table, table(_COLUMNS), _post)],
+    also_reads=_bodies,
+)

@@ -18,21 +18,14 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 from pydantic import JsonValue
 
-from producers.exports.archive import (
-    CHUNK_BYTES,
-    DEFAULT_LIMITS,
-    Archive,
-    ImportLimits,
-    UnreadableFile,
-)
+from producers.exports.archive import CHUNK_BYTES, Archive, UnreadableFile
 from producers.exports.normalize import headline, tidy
-from producers.harvest import Failure, Found
+from producers.exports.reader import ExportReader, Files, Reading, Records
 from schemas.common import MiB
-from schemas.documents import Author, DocumentKind, RawDocument
+from schemas.documents import DocumentKind, RawDocument
 
 PLATFORM = "x"
 _TWEET_FILE = re.compile(r"^data/tweets?(?:-part(\d+))?\.js$")
@@ -50,23 +43,6 @@ def recognises(archive: Archive) -> bool:
     return bool(_tweet_files(archive))
 
 
-def read_twitter(
-    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
-) -> Iterator[Found]:
-    try:
-        archive = Archive.open(path, limits)
-    except UnreadableFile as error:
-        yield Failure(str(path), str(error))
-        return
-    with archive:
-        names = _tweet_files(archive)
-        archive.admit(names)
-        if not names:
-            yield Failure(str(path), "no data/tweets.js: not an X/Twitter archive")
-        for name in names:
-            yield from _read_file(archive, name, author, crawled_at)
-
-
 def _tweet_files(archive: Archive) -> list[str]:
     """data/tweets.js, data/tweets-part1.js, … in part order."""
     parts = {name: _TWEET_FILE.match(name) for name in archive.names}
@@ -74,22 +50,10 @@ def _tweet_files(archive: Archive) -> list[str]:
     return sorted(found, key=lambda name: (found[name], name))
 
 
-def _read_file(
-    archive: Archive, name: str, author: Author, crawled_at: datetime
-) -> Iterator[Found]:
-    """The file's tweets as they are parsed; a file that breaks off yields those before."""
-    source = archive.source(name)
-    try:
-        for number, item in enumerate(_items(_Text(archive.chunks(name))), start=1):
-            try:
-                document = _tweet(item, author, crawled_at)
-            except ValueError as error:
-                yield Failure(f"{source}#tweet {number}", str(error))
-                continue
-            if document is not None:
-                yield document
-    except UnreadableFile as error:
-        yield Failure(source, str(error))
+def _tweets(archive: Archive, name: str) -> Records[object]:
+    """The file's tweets as they are parsed, never the file whole."""
+    for number, item in enumerate(_items(_Text(archive.chunks(name))), start=1):
+        yield f"#tweet {number}", item
 
 
 class _Text:
@@ -177,7 +141,7 @@ def _items(text: _Text) -> Iterator[object]:
         raise UnreadableFile(f"{_NOT_JSON}: text after the array")
 
 
-def _tweet(item: object, author: Author, crawled_at: datetime) -> RawDocument | None:
+def _tweet(item: object, reading: Reading) -> RawDocument | None:
     """The post for one archive entry; None for a retweet, which is someone else's words."""
     tweet = item.get("tweet", item) if isinstance(item, dict) else None
     if not isinstance(tweet, dict):
@@ -202,7 +166,7 @@ def _tweet(item: object, author: Author, crawled_at: datetime) -> RawDocument | 
         metadata["in_reply_to"] = reply_to
     url = f"https://x.com/i/status/{tweet_id}"
     return RawDocument.build(
-        author=author,
+        author=reading.author,
         kind=DocumentKind.POST,
         platform=PLATFORM,
         canonical_source=url,
@@ -210,7 +174,7 @@ def _tweet(item: object, author: Author, crawled_at: datetime) -> RawDocument | 
         title=headline(text),
         content=text,
         published_at=_created_at(created_at),
-        crawled_at=crawled_at,
+        crawled_at=reading.crawled_at,
         metadata=metadata,
     )
 
@@ -253,3 +217,9 @@ def _created_at(value: str) -> datetime:
     except (ValueError, IndexError):
         raise ValueError(f"unreadable created_at {value!r}") from None
     return moment.astimezone(UTC)
+
+
+read_twitter = ExportReader(
+    missing="no data/tweets.js: not an X/Twitter archive",
+    files=[Files(_tweet_files, _tweets, _tweet)],
+)
