@@ -47,6 +47,7 @@ import httpx
 import numpy as np
 
 from infra import localstack
+from infra.ports import free_port
 from infra.settings import PlatformSettings
 from llm.backend import Piece, Sampling
 from llm.remote import TgiBackend
@@ -56,7 +57,7 @@ from vectorstore.store import ChunkPoint, VectorStore
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/fake_tgi.py: the stand-in server the tests use too
 
-from tests.fake_tgi import FakeTgi, free_port, running  # noqa: E402
+from tests.fake_tgi import FakeTgi, running  # noqa: E402
 
 TARGETS = {
     "ttft_overhead_ms_p50": "<= 50",

@@ -38,6 +38,7 @@ from urllib.parse import quote
 import psutil
 
 from infra import credentials, kafka
+from infra.ports import free_port
 from infra.settings import PlatformSettings
 from infra.warehouse import connect
 from schemas.topics import REGISTRY
@@ -147,13 +148,6 @@ def _log_tail(path: Path) -> str:
         return "(no log)"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _check_port_free(port: int, name: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -227,7 +221,7 @@ def _start_service(
     for attempt in range(1, attempts + 1):
         if fixed_port:
             _check_port_free(fixed_port, name)
-        port = fixed_port or _free_port()
+        port = fixed_port or free_port()
         process = _spawn(argv_for_port(port), log_path)
         service = ServiceProcess(
             process.pid, process.create_time(), port, address_for_port(port), str(log_path)

@@ -23,11 +23,12 @@ import openai
 import pytest
 
 from infra import credentials, kafka, localstack
+from infra.ports import free_port
 from infra.settings import PlatformSettings
 from schemas.documents import RawDocument
 from schemas.topics import RAW_DOCUMENTS
 from tests.factories import raw_document
-from tests.fake_tgi import FakeTgi, free_port, running
+from tests.fake_tgi import FakeTgi, running
 from tests.support import cli_env, run_cli
 
 ALICE_KEY = "alice-key-0123456789abcdef"

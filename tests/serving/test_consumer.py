@@ -340,7 +340,7 @@ def test_a_deadline_ends_the_request_with_deadline_exceeded(served: Served) -> N
 
 
 def test_a_dead_backend_gives_an_error_event_quickly(served: Served) -> None:
-    from tests.fake_tgi import free_port
+    from infra.ports import free_port
 
     previous = served.switch.target
     served.switch.target = TgiBackend(f"http://127.0.0.1:{free_port()}", timeout_s=2, retries=1)

@@ -16,10 +16,11 @@ import time
 import pytest
 
 from infra import credentials, localstack
+from infra.ports import free_port
 from infra.settings import PlatformSettings
 from schemas.generation import DoneEvent, ErrorEvent, ReplyEvent, TokenEvent
 from serving.replies import open_channel
-from tests.fake_tgi import FakeTgi, free_port, running
+from tests.fake_tgi import FakeTgi, running
 from tests.serving.test_api import start_serve, wait_healthy
 
 TOKENS = 40

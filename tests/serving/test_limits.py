@@ -31,11 +31,12 @@ from starlette.types import Message
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from infra import credentials, localstack
+from infra.ports import free_port
 from infra.settings import PlatformSettings
 from serving.api import Limits, create_app
 from serving.keys import ApiKeys
 from serving.replies import open_channel
-from tests.fake_tgi import FakeTgi, free_port, running
+from tests.fake_tgi import FakeTgi, running
 from tests.serving.test_api import ADMIN_KEY, ALICE_KEY, KEYS, auth, start_serve, wait_healthy
 from tests.support import run_cli
 
