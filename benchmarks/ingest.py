@@ -303,24 +303,30 @@ def pipeline(
     expected_points: int,
 ) -> dict[str, Any]:
     called_at = datetime.now(UTC)
-    seconds = timed(
-        lambda: run(connections, IngestSettings(), home=home, until_idle=True, embedder=embedder)
-    )
-    # Only now: Qdrant local mode admits one client, and run() has closed its own.
-    with VectorStore.open(connections.qdrant_location, dimensions=embedder.dimensions) as store:
+    with VectorStore.open(str(home / "qdrant"), dimensions=embedder.dimensions) as store:
+
+        def once() -> None:
+            run(
+                connections,
+                IngestSettings(),
+                home=home,
+                until_idle=True,
+                embedder=embedder,
+                store=store,
+            )
+
+        seconds = timed(once)
         stored = store.count(AUTHOR.slug)
+        idle_called_at = datetime.now(UTC)
+        idle_seconds = timed(once)
     if stored != expected_points:
         progress(f"pipeline: MISMATCH: {stored} points stored, {expected_points} expected")
     # Each sink write stamps its documents with one indexed_at: the writes, as batches.
     writes = sorted(
         db[warehouse.CLEANED_DOCUMENTS].distinct(
-            "indexed_at", {"author": AUTHOR.slug, "indexed_at": {"$gt": called_at}}
+            "indexed_at",
+            {"author": AUTHOR.slug, "indexed_at": {"$gt": called_at, "$lt": idle_called_at}},
         )
-    )
-
-    idle_called_at = datetime.now(UTC)
-    idle_seconds = timed(
-        lambda: run(connections, IngestSettings(), home=home, until_idle=True, embedder=embedder)
     )
     # A caught-up run should re-index nothing; a replay here would inflate the fixed cost.
     reindexed = db[warehouse.CLEANED_DOCUMENTS].count_documents(
@@ -648,8 +654,6 @@ def main() -> None:
                 bootstrap_servers=bootstrap,
                 mongodb_uri=mongodb_uri,
                 mongodb_database="llm_twin",
-                qdrant_location=str(platform.qdrant_path),
-                qdrant_api_key=None,
                 incarnation_id=kafka.cluster_id(bootstrap),
                 one_record_per_batch=True,
             )

@@ -90,6 +90,24 @@ class PlatformSettings(BaseSettings):
     startup_timeout_s: float = Field(
         default=20.0, gt=0, description="How long `infra up` waits for each service to answer"
     )
+    restart_limit: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Restarts in a row a failing part gets before the process stops",
+    )
+    restart_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="Wait before a failed part's first restart; doubled each time, at most 30 s",
+    )
+    stop_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long each part gets to stop on Ctrl-C, SIGTERM or a fatal failure",
+    )
 
     @field_validator("signing_key", "kafka_sasl_password", mode="before")
     @classmethod

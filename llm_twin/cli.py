@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import typer
 
@@ -14,6 +15,7 @@ from llm_twin import (
     serve_commands,
     stream_commands,
     trainer_commands,
+    up_commands,
 )
 
 app = typer.Typer(
@@ -36,7 +38,7 @@ app.command("dead-letters")(stream_commands.dead_letters_command)
 app.command("reindex")(stream_commands.reindex_command)
 app.command("generate")(serve_commands.generate_command)
 app.command("serve")(serve_commands.serve_command)
-app.command("up")(serve_commands.up_command)
+app.command("up")(up_commands.up_command)
 app.command("snapshot")(trainer_commands.snapshot_command)
 app.command("train")(trainer_commands.train_command)
 app.command("eval")(trainer_commands.eval_command)
@@ -47,6 +49,9 @@ def main() -> None:
     # Everything a command writes under LLM_TWIN_HOME (documents, vectors, snapshots,
     # adapters, keys, logs) is its owner's alone, whatever the shell's umask.
     os.umask(0o077)
+    # `docker compose stop` and service managers send SIGTERM: one way to stop, as for
+    # Ctrl-C (a supervised process takes both signals over while its parts run).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Hugging Face libraries draw a progress bar per model load ("Loading weights"):
     # noise in a command's output, and on stderr of every `--json` run.

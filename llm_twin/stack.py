@@ -12,6 +12,7 @@ from pymongo.database import Database
 
 from infra import credentials, kafka, localstack, warehouse
 from infra.settings import PlatformSettings
+from llm_twin.supervisor import Fatal
 from schemas.signing import Signer
 
 NO_STACK = 3
@@ -54,3 +55,13 @@ def warehouse_db(settings: PlatformSettings, connection: Stack) -> Iterator[Data
         yield client[settings.mongodb_database]
     finally:
         client.close()
+
+
+@contextmanager
+def reported(code: int = 1) -> Iterator[None]:
+    """A :class:`Fatal` failure as its one sentence on stderr and exit ``code``, no traceback."""
+    try:
+        yield
+    except Fatal as fatal:
+        typer.echo(str(fatal), err=True)
+        raise typer.Exit(code) from None

@@ -3,47 +3,24 @@
 from __future__ import annotations
 
 import json
-import signal
-from typing import TYPE_CHECKING, Annotated, Any
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from confluent_kafka import KafkaError, TopicPartition
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from infra import kafka, warehouse
 from infra.settings import PlatformSettings
-from llm_twin import serve_commands, stack
+from llm_twin import live, runtime, stack
 from schemas import serde
 from schemas.dead_letters import DeadLetter
 from schemas.topics import DEAD_LETTERS, RAW_DOCUMENTS
 from streams import lag
-from streams.settings import IngestSettings
-
-if TYPE_CHECKING:
-    from streams.run import Connections
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-def _qdrant_api_key(settings: PlatformSettings) -> str | None:
-    return settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-
-
-def _connections(settings: PlatformSettings, connection: stack.Stack) -> Connections:
-    from streams.run import Connections
-
-    return Connections(
-        bootstrap_servers=connection.brokers,
-        mongodb_uri=connection.mongodb_uri,
-        mongodb_database=settings.mongodb_database,
-        qdrant_location=settings.qdrant_location,
-        qdrant_api_key=_qdrant_api_key(settings),
-        incarnation_id=kafka.cluster_id(connection.brokers),
-        one_record_per_batch=connection.one_record_per_batch,
-        signer=connection.signer,
-    )
 
 
 def ingest_command(
@@ -57,52 +34,20 @@ def ingest_command(
     `serve` or `up` holding the vector store), `--until-idle` waits until that
     dataflow has caught up instead.
     """
-    from streams.run import run  # torch, transformers, bytewax: seconds to import
-    from vectorstore.store import StoreBusy, in_use_elsewhere
-
     settings = PlatformSettings()
     connection = stack.require(settings)
-    connections = _connections(settings, connection)
-    ingest = _ingest_settings()
-    # `docker compose stop` and service managers send SIGTERM: stop as for Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        while True:
-            try:
-                run(connections, ingest, home=settings.home, until_idle=until_idle)
-                return
-            except StoreBusy as busy:
-                if not until_idle:
-                    typer.echo(str(busy), err=True)
-                    raise typer.Exit(1) from None
-            typer.echo(
-                "a running dataflow owns the vector store: waiting for it to catch up", err=True
-            )
-            with stack.warehouse_db(settings, connection) as db:
-                if lag.wait_until_caught_up(
-                    connections.bootstrap_servers,
-                    db,
-                    connections.incarnation_id,
-                    still_running=lambda: in_use_elsewhere(connections.qdrant_location),
-                ):
-                    return
-            typer.echo("that dataflow stopped: running this one", err=True)
-    except KeyboardInterrupt:
-        # Ctrl-C: the last snapshot stands; the next run resumes from it.
-        typer.echo("ingest stopped", err=True)
-        raise typer.Exit(130) from None
-    except ValueError as error:  # settings that cannot work with this model or store
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
+    with stack.reported(), suppress(KeyboardInterrupt):
+        if until_idle:
+            runtime.ingest_until_idle(settings, connection, say=_say)
+            return
+        runtime.ingest(settings, connection, say=_say)  # returns once stopped
+    # Ctrl-C or SIGTERM: the last snapshot stands; the next run resumes from it.
+    _say("ingest stopped")
+    raise typer.Exit(130)
 
 
-def _ingest_settings() -> IngestSettings:
-    try:
-        return IngestSettings()
-    except ValidationError as error:
-        reasons = "; ".join(str(e["msg"]) for e in error.errors())
-        typer.echo(f"bad ingest settings: {reasons}", err=True)
-        raise typer.Exit(1) from None
+def _say(text: str) -> None:
+    typer.echo(text, err=True)
 
 
 def search_command(
@@ -112,34 +57,21 @@ def search_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Search the author's own chunks (and nobody else's)."""
-    from vectorstore.embedder import Embedder  # torch and transformers: seconds to import
-    from vectorstore.store import StoreBusy, VectorStore
-
     settings = PlatformSettings()
-    live = serve_commands.live_server(settings.home)
-    if live is not None:  # the running serve owns the store: ask it
-        results = serve_commands.search_through(live, author, query, k)
-    else:
-        ingest = _ingest_settings()
-        embedder = Embedder.load(ingest.embedding_model)
-        try:
-            with VectorStore.open(
-                settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
-            ) as store:
-                hits = store.search(author, embedder.encode_query(query), k)
-        except (ValueError, StoreBusy) as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(1) from None
-        results = [
-            {
-                "score": hit.score,
-                "document_id": hit.payload.get("document_id"),
-                "title": hit.payload.get("title"),
-                "source_url": hit.payload.get("source_url"),
-                "text": hit.payload.get("text"),
-            }
-            for hit in hits
-        ]
+    with stack.reported():
+        running = live.live_server(settings.home)
+        if running is not None:  # the running serve owns the store: ask it
+            results = _search_through(running, author, query, k)
+        else:
+            from serving.retrieval import Retriever
+            from serving.server import search_results
+
+            embedder = runtime.load_embedder(runtime.ingest_settings())
+            with runtime.open_store(settings, embedder, busy="") as store:
+                try:
+                    results = search_results(Retriever(store, embedder, k=k), author, query, k)
+                except ValueError as error:
+                    raise runtime.Fatal(str(error)) from None
     if as_json:
         typer.echo(json.dumps({"results": results}, ensure_ascii=False))
         return
@@ -152,6 +84,27 @@ def search_command(
         console.print(f"   {preview[:300]}{'…' if len(preview) > 300 else ''}\n")
     if not results:
         console.print(f"no results for {author}")
+
+
+def _search_through(running: live.LiveServer, author: str, query: str, k: int) -> Any:
+    configured = runtime.serving_settings().api_key
+    secret = configured.get_secret_value() if configured is not None else None
+    key = live.cli_key(PlatformSettings().home, secret)
+    try:
+        return live.search(running, key, author, query, k)
+    except live.LiveError as error:
+        raise runtime.Fatal(str(error)) from None
+
+
+def _parts(home: Path) -> dict[str, Any] | None:
+    """The live server's parts and their states, or None with no live server here."""
+    running = live.live_server(home)
+    if running is None:
+        return None
+    try:
+        return live.readiness(running)
+    except live.LiveError as error:
+        return {"ready": False, "error": str(error), "parts": {}}
 
 
 def status_command(as_json: JsonFlag = False) -> None:
@@ -182,6 +135,9 @@ def status_command(as_json: JsonFlag = False) -> None:
         "lag": {RAW_DOCUMENTS.name: {str(p): n for p, n in behind.items()}},
         "dead_letters": sum(high - low for low, high in letters.values()),
     }
+    served = _parts(settings.home)
+    if served is not None:
+        status["server"] = served
     if as_json:
         typer.echo(json.dumps(status))
         return
@@ -193,6 +149,21 @@ def status_command(as_json: JsonFlag = False) -> None:
     console = Console()
     console.print(table)
     console.print(f"lag {RAW_DOCUMENTS.name}: {behind}; dead letters: {status['dead_letters']}")
+    if served is not None:
+        _print_parts(console, served)
+
+
+def _print_parts(console: Console, served: dict[str, Any]) -> None:
+    if "error" in served:
+        console.print(f"server: {served['error']}")
+        return
+    table = Table(title="Server " + ("ready" if served.get("ready") else "NOT ready"))
+    for column in ("part", "state", "restarts", "reason"):
+        table.add_column(column)
+    for name, part in served.get("parts", {}).items():
+        reason = str(part.get("reason") or "")
+        table.add_row(name, str(part.get("state")), str(part.get("restarts", 0)), reason)
+    console.print(table)
 
 
 def read_dead_letters(bootstrap: kafka.Brokers | str) -> list[tuple[int, int, Any]]:
@@ -267,21 +238,17 @@ def reindex_command(
     """Rebuild collections from the warehouse (a new embedding model); swap each in when done."""
     from streams.reindex import Reindexer, authors_to_rebuild
     from streams.run import EmbedderTokens, check_chunk_size
-    from vectorstore.embedder import Embedder
-    from vectorstore.store import StoreBusy, VectorStore
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    ingest = _ingest_settings()
-    embedder = Embedder.load(ingest.embedding_model)
-    try:
-        check_chunk_size(ingest, embedder)
-        store = VectorStore.open(
-            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
-        )
-    except (ValueError, StoreBusy) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
+    with stack.reported():
+        ingest = runtime.ingest_settings()
+        embedder = runtime.load_embedder(ingest)
+        try:
+            check_chunk_size(ingest, embedder)
+        except ValueError as error:
+            raise runtime.Fatal(str(error)) from None
+        store = runtime.open_store(settings, embedder, busy="")
     with store, stack.warehouse_db(settings, connection) as db:
         authors = authors_to_rebuild(db, store, author)
         if not authors:

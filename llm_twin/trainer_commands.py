@@ -1,19 +1,24 @@
-"""``llm-twin snapshot`` and ``train``: the author's writing as a dataset, then as an adapter."""
+"""``llm-twin snapshot``, ``train``, ``eval``, ``trainer`` and ``adapters``: parse, call, print.
+
+The jobs themselves are the trainer's (trainer/training.py, trainer/evaluation.py);
+the model, embedder and vector store come from the composition root (llm_twin/runtime.py).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from infra import adapters as registry
-from infra import kafka, warehouse
+from infra import kafka
 from infra.settings import PlatformSettings
-from llm_twin import stack
+from llm_twin import runtime, stack
 
 NOTHING = 2
 
@@ -39,7 +44,8 @@ def snapshot_command(
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    instruct, reject = _model_writers(settings, llm_instructions, preferences)
+    with stack.reported():
+        instruct, reject = _model_writers(settings, llm_instructions, preferences)
     with stack.warehouse_db(settings, connection) as db:
         try:
             snapshot = build(
@@ -53,10 +59,7 @@ def snapshot_command(
         except NothingToSnapshot as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(NOTHING) from None
-    producer = kafka.make_producer(
-        connection.brokers, one_record_per_batch=connection.one_record_per_batch
-    )
-    with kafka.Publisher(producer, connection.signer) as publisher:
+    with _publisher(connection) as publisher:
         publisher.publish(DATASET_SNAPSHOTS, author, snapshot)
     summary = {
         "snapshot_id": snapshot.snapshot_id,
@@ -77,10 +80,9 @@ def _model_writers(settings: PlatformSettings, instructions: bool, preferences: 
     """The configured model as instruction writer and as the preference pairs' rejected side."""
     if not (instructions or preferences):
         return None, None
-    from llm_twin.serve_commands import load_backend
     from trainer.generate import base_answers, instruction_writer
 
-    backend = load_backend(settings)
+    backend = runtime.load_backend(settings)
     return (
         instruction_writer(backend) if instructions else None,
         base_answers(backend) if preferences else None,
@@ -97,62 +99,20 @@ def train_command(
     """LoRA fine-tuning on one snapshot, in the foreground (same snapshot and config: reused)."""
     from rich.progress import Progress
 
-    from infra import snapshots
-    from llm.models import BUNDLED_MODEL_ID, ModelNotFound, resolve
-    from llm.settings import LLMSettings
-    from schemas.topics import MODELS
-    from trainer.lora import train
-    from trainer.settings import TrainSettings
+    from trainer import training
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    directory = settings.home / "snapshots" / snapshot_id
-    if not (directory / snapshots.MANIFEST).is_file():
-        typer.echo(f"no snapshot {snapshot_id} under {directory.parent}", err=True)
-        raise typer.Exit(NOTHING)
-    with stack.warehouse_db(settings, connection) as db:
-        try:
-            snapshot = snapshots.verified(db, snapshots.load(directory), directory.parent)
-        except (snapshots.SnapshotRefused, ValueError) as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(1) from None
-    try:
-        llm = LLMSettings()
-        training = TrainSettings()
-        if dpo:
-            training = training.model_copy(update={"dpo": True})
-        base = resolve(llm.model, settings.home)
-    except (ValidationError, ModelNotFound) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    with Progress(disable=as_json, transient=True) as bar:
-        task = bar.add_task(f"training {snapshot_id}", total=None)
+    with _exits(), stack.warehouse_db(settings, connection) as db:
+        job = training.prepare(db, settings.home, snapshot_id, dpo=dpo)
+        with Progress(disable=as_json, transient=True) as bar:
+            task = bar.add_task(f"training {snapshot_id}", total=None)
 
-        def progress(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, total=total, description=f"loss {loss:.3f}")
+            def progress(step: int, total: int, loss: float) -> None:
+                bar.update(task, completed=step, total=total, description=f"loss {loss:.3f}")
 
-        try:
-            result = train(
-                snapshot,
-                training.config(base),
-                settings.home / "adapters",
-                base_model_name=llm.model or BUNDLED_MODEL_ID,
-                progress=progress,
-            )
-        except ValueError as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(NOTHING) from None
-    adapter = result.adapter
-    # The trainer is the registry's one writer (with the files' hashes); twin.models
-    # only tells a running serve to read the registry again.
-    with stack.warehouse_db(settings, connection) as db:
-        active = registry.register(db, adapter, datetime.now(UTC))
-    if not result.reused:
-        producer = kafka.make_producer(
-            connection.brokers, one_record_per_batch=connection.one_record_per_batch
-        )
-        with kafka.Publisher(producer, connection.signer) as publisher:
-            publisher.publish(MODELS, adapter.author, adapter)
+            trained = job.run(db, lambda: _publisher(connection), progress=progress)
+    result, adapter = trained.result, trained.result.adapter
     summary = {
         "adapter_id": adapter.adapter_id,
         "snapshot_id": adapter.snapshot_id,
@@ -162,7 +122,7 @@ def train_command(
         "base_eval_loss": result.base_eval_loss,
         "eval_perplexity": adapter.eval_perplexity,
         "reused": result.reused,
-        "active": active,
+        "active": trained.active,
     }
     if as_json:
         typer.echo(json.dumps(summary))
@@ -249,72 +209,31 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a twin on its snapshot's held-out documents: perplexity, style, retrieval."""
-    from infra import snapshots
-    from llm.models import ModelNotFound, resolve
-    from llm.settings import LLMSettings
-    from llm_twin.serve_commands import live_server
-    from llm_twin.stream_commands import _qdrant_api_key
-    from streams.settings import IngestSettings
-    from trainer.evaluate import NothingToEvaluate, Retrieval, evaluate
-    from vectorstore.embedder import Embedder
-    from vectorstore.store import StoreBusy, VectorStore
+    from llm_twin import live
+    from trainer import evaluation
+    from trainer.evaluate import Retrieval
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-    with stack.warehouse_db(settings, connection) as db:
-        try:
-            if adapter_id is not None:
-                adapter = registry.get(db, adapter_id)
-            else:
-                mine = registry.adapters_of(db, author)
-                if not mine:
-                    raise registry.UnknownAdapter(f"{author} has no adapter: run `llm-twin train`")
-                adapter = mine[-1].adapter
-        except registry.UnknownAdapter as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(NOTHING) from None
-        name = warehouse.display_name(db, author) or author
-    directory = settings.home / "snapshots" / adapter.snapshot_id
-    if not (directory / snapshots.MANIFEST).is_file():
-        typer.echo(f"the snapshot {adapter.snapshot_id} is not under {directory.parent}", err=True)
-        raise typer.Exit(NOTHING)
-    if live_server(settings.home) is not None and settings.qdrant_url is None:
-        typer.echo(
-            "a running serve holds the vector store: stop it to evaluate (or use QDRANT_URL)",
-            err=True,
-        )
-        raise typer.Exit(1)
-    try:
-        base = resolve(LLMSettings().model, settings.home)
-    except (ValidationError, ModelNotFound) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    judge = _judge()
-    embedder = Embedder.load(IngestSettings().embedding_model)
-    try:
-        store = VectorStore.open(
-            settings.qdrant_location, _qdrant_api_key(settings), dimensions=embedder.dimensions
-        )
-    except StoreBusy as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    try:
-        report = evaluate(
-            adapter,
-            snapshots.load(directory),
-            Retrieval(store, embedder),
-            base_model=base,
-            author_name=name,
+
+    def retrieval() -> Retrieval:
+        embedder = runtime.load_embedder(runtime.ingest_settings())
+        return Retrieval(runtime.open_store(settings, embedder, busy=""), embedder)
+
+    with _exits():
+        with stack.warehouse_db(settings, connection) as db:
+            job = evaluation.pick(db, settings.home, author, adapter_id)
+        if live.live_server(settings.home) is not None and settings.qdrant_url is None:
+            raise runtime.Fatal(
+                "a running serve holds the vector store: stop it to evaluate (or use QDRANT_URL)"
+            )
+        report = job.run(
+            settings.home,
+            retrieval,
             max_samples=max_samples,
             max_new_tokens=max_new_tokens,
-            judge=judge,
             progress=lambda step: None if as_json else typer.echo(f"{step}…", err=True),
         )
-    except NothingToEvaluate as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(NOTHING) from None
-    finally:
-        store.close()
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -323,7 +242,7 @@ def eval_command(
         report["style_similarity"],
         report["retrieval"],
     )
-    typer.echo(f"{adapter.adapter_id} on {report['samples']} held-out documents")
+    typer.echo(f"{job.adapter.adapter_id} on {report['samples']} held-out documents")
     typer.echo(f"  perplexity        base {perplexity['base']}  twin {perplexity['twin']}")
     typer.echo(f"  style similarity  base {styled['base']}  twin {styled['twin']}")
     typer.echo(f"  retrieval         hit@5 {found['hit_at_5']:.3f}  MRR {found['mrr']:.3f}")
@@ -332,70 +251,37 @@ def eval_command(
         typer.echo(f"  judge (1-5)       base {judged['base']}  twin {judged['twin']}")
 
 
-def _judge() -> Any:
-    """The configured LLM judge, or None (LLM_TWIN_JUDGE_BACKEND unset)."""
-    from llm.remote import OpenAIBackend, TgiBackend
-    from trainer.judge import judge_with
-    from trainer.settings import JudgeSettings
-
-    try:
-        settings = JudgeSettings()
-    except ValidationError as error:
-        typer.echo(f"bad judge settings: {error.errors()[0]['msg']}", err=True)
-        raise typer.Exit(1) from None
-    if settings.backend is None:
-        return None
-    if not settings.url:
-        typer.echo("LLM_TWIN_JUDGE_URL is needed with LLM_TWIN_JUDGE_BACKEND", err=True)
-        raise typer.Exit(1)
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    if settings.backend == "tgi":
-        return judge_with(TgiBackend(settings.url, api_key=key))
-    return judge_with(OpenAIBackend(settings.url, model=settings.model, api_key=key))
-
-
-def trainer_parts(settings: PlatformSettings, connection: stack.Stack, db: Any) -> Any:
-    """What the trainer consumer needs, from settings (exit 1 on bad ones)."""
-    from llm.models import BUNDLED_MODEL_ID, ModelNotFound, resolve
-    from llm.settings import LLMSettings
-    from trainer.consumer import TrainerParts
-    from trainer.settings import TrainSettings
-
-    try:
-        llm = LLMSettings()
-        base = resolve(llm.model, settings.home)
-        config = TrainSettings().config(base)
-    except (ValidationError, ModelNotFound) as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
-    return TrainerParts(
-        bootstrap_servers=connection.brokers,
-        one_record_per_batch=connection.one_record_per_batch,
-        signer=connection.signer,
-        db=db,
-        adapters_root=settings.home / "adapters",
-        snapshots_root=settings.home / "snapshots",
-        config=config,
-        base_model_name=llm.model or BUNDLED_MODEL_ID,
-    )
-
-
 def trainer_command() -> None:
     """Train every snapshot announced on twin.dataset.snapshots, until Ctrl-C."""
-    import signal
-    import threading
-
-    from trainer.consumer import run
-
     settings = PlatformSettings()
     connection = stack.require(settings)
-    stop = threading.Event()
-    with stack.warehouse_db(settings, connection) as db:
-        parts = trainer_parts(settings, connection, db)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        typer.echo("training each new snapshot; Ctrl-C stops", err=True)
-        try:
-            run(parts, stop, on_adapter=lambda a: typer.echo(f"adapter {a.adapter_id}", err=True))
-        except KeyboardInterrupt:
-            typer.echo("trainer stopped", err=True)
-            raise typer.Exit(130) from None
+    # Ctrl-C while the settings are read, before the supervisor takes the signals: stopped.
+    with stack.reported(), suppress(KeyboardInterrupt):
+        runtime.trainer(settings, connection, _say)
+    _say("trainer stopped")
+    # The trainer runs until it is stopped (Ctrl-C, SIGTERM): the shell's code for that.
+    raise typer.Exit(130)
+
+
+@contextmanager
+def _exits() -> Iterator[None]:
+    """A job's refusal as its sentence on stderr: exit 2 for nothing to do, 1 for the rest."""
+    from trainer.errors import NothingToDo, Refused
+
+    try:
+        with stack.reported():
+            yield
+    except (NothingToDo, Refused) as error:
+        _say(str(error))
+        raise typer.Exit(NOTHING if isinstance(error, NothingToDo) else 1) from None
+
+
+def _publisher(connection: stack.Stack) -> kafka.Publisher:
+    producer = kafka.make_producer(
+        connection.brokers, one_record_per_batch=connection.one_record_per_batch
+    )
+    return kafka.Publisher(producer, connection.signer)
+
+
+def _say(text: str) -> None:
+    typer.echo(text, err=True)

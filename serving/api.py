@@ -7,9 +7,11 @@
 - ``GET /v1/twins/{author}/search``: ``search --json``'s shape;
 - ``GET /v1/models``: the twins the key may use, as OpenAI lists models;
 - ``GET /healthz`` (200 once the model is loaded and the consumer has joined),
-  ``GET /metrics`` (Prometheus; loopback clients only).
+  ``GET /livez`` (200 while the process runs), ``GET /readyz`` (every part's
+  state; 200 only when all are ready, else 503; why a part failed is shown to
+  loopback clients only), ``GET /metrics`` (Prometheus; loopback clients only).
 
-Every route but the health check and metrics needs a bearer key that may use
+Every route but the health checks and metrics needs a bearer key that may use
 the author: missing or unknown 401, another author's twin 403. The key is
 checked, and a body over :attr:`Limits.max_request_bytes` refused with 413,
 before a byte of the body is read; generations in flight are bounded per key
@@ -308,6 +310,7 @@ def create_app(
     *,
     authors: Callable[[], list[str]],
     ready: Callable[[], bool],
+    parts: Callable[..., Mapping[str, Any]] = lambda reasons=True: {},
     timeout_s: float,
     limits: Limits = Limits(),
     count_tokens: Callable[[str], int] = lambda text: max(1, len(text) // 4),
@@ -321,7 +324,7 @@ def create_app(
     )
     metrics = Metrics()
     in_flight = InFlight(limits.max_generations, limits.max_generations_per_key)
-    public = {"/healthz", "/metrics"} | (
+    public = {"/healthz", "/livez", "/readyz", "/metrics"} | (
         {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"} if docs else set()
     )
     app.add_middleware(
@@ -391,6 +394,19 @@ def create_app(
     async def healthz() -> JSONResponse:
         ok = ready()
         return JSONResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
+
+    @app.get("/livez")
+    async def livez() -> dict[str, bool]:
+        return {"live": True}  # this answer is the proof: the process and its loop run
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        # Why a part failed (a path, a host) is for the operator on this machine; anyone
+        # else (a load balancer's probe) sees the states alone.
+        local = request.client is not None and _loopback(request.client.host)
+        ok = ready()
+        body = {"ready": ok, "parts": parts(reasons=local)}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from infra import kafka, warehouse
+from infra.ports import free_port
 from schemas import signing
 from schemas.dead_letters import DeadLetter
 from schemas.generation import (
@@ -51,12 +51,12 @@ log = logging.getLogger(__name__)
 APP_ID = "llm-twin-serving"
 # On stop, how long answers in flight get to finish before they are left to a next attempt.
 STOP_GRACE_S = 2.0
+# How often a running consumer looks whether Faust marked it crashed.
+_CRASH_CHECK_S = 0.5
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+class ConsumerLost(Exception):
+    """The Faust app crashed without an exception of its own to say why."""
 
 
 class RetrievalConsumer:
@@ -141,6 +141,17 @@ class RetrievalConsumer:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.app.stop()
+
+    async def crashed(self) -> BaseException:
+        """Wait until the Faust app crashes (its consumer lost the broker, an agent died).
+
+        Faust marks the app crashed and keeps running a shell of it; whoever runs
+        this consumer decides what to do instead (the supervisor restarts it).
+        """
+        while not self.app.crashed:
+            await asyncio.sleep(_CRASH_CHECK_S)
+        reason = self.app.crash_reason
+        return reason if isinstance(reason, Exception) else ConsumerLost(repr(reason))
 
     @property
     def in_flight(self) -> int:

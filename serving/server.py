@@ -1,9 +1,10 @@
-"""``serve``: the retrieval consumer and the HTTP API, in one event loop.
+"""The retrieval consumer and the HTTP API as long-running parts of one event loop.
 
-The caller (the CLI) hands in what it opened: the vector store (which, in the
+The composition root hands in what it opened: the vector store (which, in the
 embedded default, its ingestion dataflow shares), the embedder, the backend
-and the warehouse. ``serve`` returns after SIGINT/SIGTERM, once the API has
-stopped, the consumer has left its group and the reply channel is closed.
+and the warehouse. :func:`run_consumer` and :func:`run_api` each run one part
+until they are cancelled (the consumer leaves its group, the API stops and its
+reply channel is closed) and raise when their part dies by itself.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import signal
-import threading
-from collections.abc import Callable, Iterator
+import logging
+import socket
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from serving.settings import ServingSettings
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,39 @@ def search_results(retriever: Retriever, author: str, query: str, k: int) -> lis
     ]
 
 
-async def serve(
+async def run_consumer(
+    parts: Parts,
+    ready: Callable[[], None],
+    *,
+    on_start: Callable[[RetrievalConsumer], None] = lambda consumer: None,
+) -> None:
+    """Run a retrieval consumer until cancelled; raise what crashed it (a lost broker)."""
+    consumer, _ = build_consumer(parts)
+    on_start(consumer)
+    try:
+        await consumer.start()
+        await consumer.joined.wait()
+        ready()
+        raise await consumer.crashed()
+    finally:
+        try:
+            await consumer.stop()
+        except Exception as error:  # noqa: BLE001  # the reason it stopped matters more
+            log.warning("the retrieval consumer did not stop cleanly: %s", error)
+
+
+async def run_api(
     parts: Parts,
     keys: ApiKeys,
+    listener: socket.socket,
     *,
     host: str,
-    port: int,
-    on_ready: Callable[[str], None] = lambda url: None,
+    ready_check: Callable[[], bool],
+    report: Callable[..., Mapping[str, Any]],
+    ready: Callable[[], None],
+    on_url: Callable[[str], None] = lambda url: None,
 ) -> None:
-    consumer, retriever = build_consumer(parts)
-    await consumer.start()
+    """Serve the HTTP API on ``listener`` until cancelled (or until uvicorn stops by itself)."""
     channel, claim = open_channel(
         parts.bootstrap_servers,
         parts.home,
@@ -117,12 +141,14 @@ async def serve(
         partition=parts.settings.reply_partition,
         signer=parts.signer,
     )
+    retriever = Retriever(parts.store, parts.embedder, k=parts.settings.retrieval_k)
     app = create_app(
         channel,
         keys,
         functools.partial(search_results, retriever),
         authors=parts.store.authors,
-        ready=consumer.joined.is_set,
+        ready=ready_check,
+        parts=report,
         timeout_s=parts.settings.request_timeout_s,
         limits=Limits.of(parts.settings),
         count_tokens=parts.backend.count_tokens,
@@ -131,52 +157,36 @@ async def serve(
     # answers loopback clients, and FORWARDED_ALLOW_IPS in the environment must not widen that.
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_level="warning",
         lifespan="off",
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1,::1",
     )
     server = _Server(config)
-
-    async def announce() -> None:
-        while not server.started:
-            await asyncio.sleep(0.05)
-        await consumer.joined.wait()
-        bound = server.servers[0].sockets[0].getsockname() if server.servers else (host, port)
-        on_ready(f"http://{_host_for_url(host)}:{bound[1]}")
-
-    announcer = asyncio.create_task(announce())
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
     try:
-        await server.serve()
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            ready()
+            on_url(f"http://{_host_for_url(host)}:{listener.getsockname()[1]}")
+        await asyncio.shield(serving)
+        raise RuntimeError("the HTTP server stopped by itself")
     finally:
-        announcer.cancel()
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await serving
         channel.close()
         if claim is not None:
             claim.release()
-        await consumer.stop()
-        await parts.backend.aclose()
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, except that Ctrl-C / SIGTERM only ends ``serve()``.
-
-    uvicorn raises the signal again once it has shut down, which would interrupt
-    the consumer's and the dataflow's orderly stop that follows it here.
-    """
+    """uvicorn's server, except that signals are left to whoever runs it (the supervisor)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        yield
 
 
 def _host_for_url(host: str) -> str:

@@ -47,8 +47,6 @@ class Connections:
     bootstrap_servers: kafka.Brokers | str
     mongodb_uri: str
     mongodb_database: str
-    qdrant_location: str
-    qdrant_api_key: str | None
     incarnation_id: str
     one_record_per_batch: bool
     # Verifies every raw document and tombstone; None: no key configured, nothing verified.
@@ -181,22 +179,18 @@ def run(
     *,
     home: Path,
     until_idle: bool,
-    embedder: Embedder | None = None,
-    store: VectorStore | None = None,
+    embedder: Embedder,
+    store: VectorStore,
     stop: threading.Event | None = None,
 ) -> None:
     """Run the dataflow; with ``until_idle``, return once every partition is caught up.
 
-    ``store``: a vector store this process already holds (``serve`` shares its
-    own, as Qdrant local mode admits one client); it is left open. ``stop``:
-    set from another thread to end the dataflow after a last snapshot.
+    ``embedder`` and ``store``: what the process opened (``serve`` shares its
+    store with its retrieval, as Qdrant local mode admits one client); the
+    store is left open. ``stop``: set from another thread to end the dataflow
+    after a last snapshot.
     """
-    embedder = embedder or Embedder.load(settings.embedding_model)
     check_chunk_size(settings, embedder)
-    owned = store is None
-    store = store or VectorStore.open(
-        connections.qdrant_location, connections.qdrant_api_key, dimensions=embedder.dimensions
-    )
     client = warehouse.connect(connections.mongodb_uri)
     # One producer for every dead letter, shared by the worker threads (librdkafka's
     # producer is thread-safe); closed when the dataflow ends.
@@ -253,8 +247,6 @@ def run(
     finally:
         publisher.close()
         client.close()
-        if owned:
-            store.close()
 
 
 def _interrupted(error: BaseException | None) -> bool:

@@ -3,12 +3,13 @@
 One message at a time (training takes the machine): verify the message's
 signature (with a signing key) and the snapshot against its warehouse record
 (its directory under the snapshots directory, its manifest and file hashes),
-train (or reuse) the adapter, record it in the registry, announce it
-on ``twin.models``, and only then store the message's offset, so a trainer
-killed mid-training trains that snapshot again when it restarts (from its
-last checkpoint). A snapshot that cannot be trained (its files are missing
-here, it has no training rows, they changed after writing) goes to the
-dead-letter topic with the reason, and the next one is taken.
+train (or reuse) the adapter, record it in the registry, announce it on
+``twin.models`` (a reused one is not announced again: trainer/announce.py),
+and only then store the message's offset, so a trainer killed mid-training
+trains that snapshot again when it restarts (from its last checkpoint). A
+snapshot that cannot be trained (its files are missing here, it has no
+training rows, they changed after writing) goes to the dead-letter topic with
+the reason, and the next one is taken.
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Message
 from pymongo.database import Database
 
-from infra import adapters as registry
 from infra import kafka, snapshots
 from infra.warehouse import Document
 from schemas import signing
 from schemas.dead_letters import DeadLetter
 from schemas.serde import DecodeError, decode
 from schemas.signing import SignatureError, Signer
-from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS, MODELS
+from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS
 from schemas.training import AdapterRegistered, DatasetSnapshot
+from trainer.announce import register_and_announce
 from trainer.lora import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,6 @@ def _handle(
     except ValueError as error:  # no training rows, files changed after writing
         reject("train", str(error))
         return None
-    adapter = result.adapter
-    registry.register(parts.db, adapter, datetime.now(UTC))
-    if not result.reused:
-        publisher.publish(MODELS, adapter.author, adapter)
-        publisher.flush()  # announced before the offset moves on
-    log.info("%s: adapter %s", announced.snapshot_id, adapter.adapter_id)
-    return adapter
+    register_and_announce(parts.db, result, publisher)  # delivered before the offset moves on
+    log.info("%s: adapter %s", announced.snapshot_id, result.adapter.adapter_id)
+    return result.adapter

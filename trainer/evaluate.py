@@ -27,6 +27,7 @@ from llm.local import prompt_ids
 from llm.prompt import Passage, build_messages
 from schemas.training import AdapterRegistered, DatasetSnapshot, Split
 from trainer import style
+from trainer.errors import NothingToDo
 from trainer.judge import Judge
 from trainer.lora import TrainConfig, example, load_base, mean_loss
 from vectorstore.embedder import Embedder
@@ -36,7 +37,7 @@ HIT_AT = 5
 _SENTENCES = re.compile(r"(?<=[.!?~])\s+")
 
 
-class NothingToEvaluate(ValueError):
+class NothingToEvaluate(NothingToDo, ValueError):
     pass
 
 

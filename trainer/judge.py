@@ -13,7 +13,10 @@ import asyncio
 import re
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from llm.backend import Backend, ChatMessage, Piece, Sampling
+from trainer.errors import Refused
 
 EXCERPTS = 3
 EXCERPT_CHARACTERS = 800
@@ -57,3 +60,22 @@ def judge_with(backend: Backend) -> Judge:
         return sum(ratings) / len(ratings) if ratings else None
 
     return lambda reference, drafts: asyncio.run(rate(reference, drafts))
+
+
+def configured_judge() -> Judge | None:
+    """The judge LLM_TWIN_JUDGE_* configure, None without a backend, or :class:`Refused`."""
+    from llm.remote import OpenAIBackend, TgiBackend
+    from trainer.settings import JudgeSettings
+
+    try:
+        settings = JudgeSettings()
+    except ValidationError as error:
+        raise Refused(f"bad judge settings: {error.errors()[0]['msg']}") from None
+    if settings.backend is None:
+        return None
+    if not settings.url:
+        raise Refused("LLM_TWIN_JUDGE_URL is needed with LLM_TWIN_JUDGE_BACKEND")
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    if settings.backend == "tgi":
+        return judge_with(TgiBackend(settings.url, api_key=key))
+    return judge_with(OpenAIBackend(settings.url, model=settings.model, api_key=key))
