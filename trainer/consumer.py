@@ -32,7 +32,7 @@ from schemas.signing import SignatureError, Signer
 from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS
 from schemas.training import AdapterRegistered, DatasetSnapshot
 from trainer.announce import register_and_announce
-from trainer.lora import TrainConfig, train
+from trainer.lora import Stopped, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,12 @@ def run(
     stop: threading.Event,
     *,
     on_adapter: Callable[[AdapterRegistered], None] = lambda adapter: None,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Consume snapshots until ``stop`` is set."""
+    """Consume snapshots until ``stop`` is set (a training run stops at its next step).
+
+    ``on_ready``: called once the broker has answered a first poll.
+    """
     consumer = kafka.make_consumer(parts.bootstrap_servers, GROUP, latency_sensitive=False)
     publisher = kafka.Publisher(
         kafka.make_producer(
@@ -70,11 +74,18 @@ def run(
     )
     try:
         consumer.subscribe([DATASET_SNAPSHOTS.name])
+        answered = False
         while not stop.is_set():
             message = consumer.poll(_POLL_S)
+            if not answered and (message is None or message.error() is None):
+                answered = True
+                on_ready()
             if message is None or message.error() is not None:
                 continue
-            adapter = _handle(message, parts, publisher)
+            try:
+                adapter = _handle(message, parts, publisher, stop)
+            except Stopped:  # its offset stays: the snapshot is trained again, from there
+                return
             if adapter is not None:
                 on_adapter(adapter)
             consumer.store_offsets(message)
@@ -84,7 +95,7 @@ def run(
 
 
 def _handle(
-    message: Message, parts: TrainerParts, publisher: kafka.Publisher
+    message: Message, parts: TrainerParts, publisher: kafka.Publisher, stop: threading.Event
 ) -> AdapterRegistered | None:
     def reject(stage: str, reason: str) -> None:
         log.warning("snapshot at offset %s rejected: %s", message.offset(), reason)
@@ -127,6 +138,7 @@ def _handle(
             parts.config,
             parts.adapters_root,
             base_model_name=parts.base_model_name,
+            stop=stop,
         )
     except ValueError as error:  # no training rows, files changed after writing
         reject("train", str(error))

@@ -24,6 +24,7 @@ import json
 import math
 import random
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +70,10 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+class Stopped(Exception):
+    """Training was asked to stop; its last step is checkpointed, and a next run resumes there."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     adapter: AdapterRegistered
@@ -90,7 +95,9 @@ def train(
     *,
     base_model_name: str,
     progress: Progress = lambda step, total, loss: None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
+    """Train (or reuse) the snapshot's adapter; ``stop`` set: checkpoint, raise :class:`Stopped`."""
     # -- 1. configuration -------------------------------------------------------------------
     config_hash = config.digest(snapshot)
     adapter_id = adapter_id_for(snapshot, config_hash)
@@ -167,6 +174,9 @@ def train(
         step += 1
         train_losses.append(loss.item())
         progress(step, total, train_losses[-1])
+        if stop is not None and stop.is_set() and step < total:
+            _checkpoint(model, optimizer, step, checkpoints)  # asked to stop: keep the steps
+            raise Stopped(f"stopped at step {step} of {total}; the next run resumes there")
         if step % config.checkpoint_every == 0 and step < total:
             _checkpoint(model, optimizer, step, checkpoints)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,10 +22,10 @@ from pymongo.database import Database
 from infra import localstack, snapshots, warehouse
 from infra.settings import PlatformSettings
 from schemas.documents import Author, DocumentKind, RawDocument
-from schemas.training import Split
+from schemas.training import DatasetSnapshot, Split
 from tests import tiny_model
 from tests.support import run_cli
-from trainer.lora import TrainConfig, train
+from trainer.lora import Stopped, TrainConfig, train
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VOICE = ["splendid", "moorland", "kettle", "drizzle", "indeed", "quietly", "lantern", "bramble"]
@@ -185,10 +186,17 @@ def test_training_lowers_held_out_loss_and_the_adapter_reloads_and_merges(
     assert again.reused and again.adapter.adapter_id == adapter.adapter_id
 
 
-def test_a_killed_training_resumes_from_its_checkpoint(
-    db: Database[warehouse.Document], author: str, tmp_path: Path, model_dir: Path
-) -> None:
-    rng = random.Random(4)
+def short_run(
+    db: Database[warehouse.Document],
+    author: str,
+    tmp_path: Path,
+    model_dir: Path,
+    *,
+    seed: int,
+    checkpoint_every: int,
+) -> tuple[DatasetSnapshot, TrainConfig]:
+    """A 16-document snapshot and a short two-epoch run of the tiny model on it."""
+    rng = random.Random(seed)
     index(db, author, [voice_text(rng) for _ in range(16)])
     built = snapshots.build(db, author, tmp_path / "snapshots", datetime.now(UTC))
     config = TrainConfig(
@@ -197,8 +205,15 @@ def test_a_killed_training_resumes_from_its_checkpoint(
         epochs=2,
         batch_size=2,
         max_seq_tokens=96,
-        checkpoint_every=2,
+        checkpoint_every=checkpoint_every,
     )
+    return built, config
+
+
+def test_a_killed_training_resumes_from_its_checkpoint(
+    db: Database[warehouse.Document], author: str, tmp_path: Path, model_dir: Path
+) -> None:
+    built, config = short_run(db, author, tmp_path, model_dir, seed=4, checkpoint_every=2)
 
     def die_at_step_5(step: int, total: int, loss: float) -> None:
         if step == 5:
@@ -215,6 +230,40 @@ def test_a_killed_training_resumes_from_its_checkpoint(
         progress=lambda step, total, loss: steps.append(step),
     )
     assert steps[0] == 5, "it resumed after the checkpoint at step 4, not from the start"
+    assert not result.reused and Path(result.adapter.path).is_dir()
+
+
+def test_a_stopped_training_keeps_its_last_step_and_the_next_run_resumes_there(
+    db: Database[warehouse.Document], author: str, tmp_path: Path, model_dir: Path
+) -> None:
+    """Ctrl-C or SIGTERM reaches a training run at its next step, not after the whole run."""
+    # No periodic checkpoint before the end: only the stop's own checkpoint can save step 3.
+    built, config = short_run(db, author, tmp_path, model_dir, seed=5, checkpoint_every=1000)
+    stop = threading.Event()
+
+    def stop_at_step_3(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            stop.set()  # as the supervisor does from another thread
+
+    with pytest.raises(Stopped, match="stopped at step 3 of"):
+        train(
+            built,
+            config,
+            tmp_path / "adapters",
+            base_model_name="tiny",
+            progress=stop_at_step_3,
+            stop=stop,
+        )
+    steps: list[int] = []
+    result = train(
+        built,
+        config,
+        tmp_path / "adapters",
+        base_model_name="tiny",
+        progress=lambda step, total, loss: steps.append(step),
+        stop=threading.Event(),
+    )
+    assert steps[0] == 4, "it resumed after the step it stopped at"
     assert not result.reused and Path(result.adapter.path).is_dir()
 
 
