@@ -45,6 +45,14 @@ app.command("eval")(trainer_commands.eval_command)
 app.command("trainer")(trainer_commands.trainer_command)
 
 
+def _without_faust_tracebacks(record: logging.LogRecord) -> bool:
+    # Faust (and mode under it) log a crash with its whole traceback; the supervisor says
+    # what crashed, and what it does about it, in one line beside it.
+    if record.name.split(".")[0] in ("faust", "mode"):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
 def main() -> None:
     # Everything a command writes under LLM_TWIN_HOME (documents, vectors, snapshots,
     # adapters, keys, logs) is its owner's alone, whatever the shell's umask.
@@ -53,6 +61,8 @@ def main() -> None:
     # Ctrl-C (a supervised process takes both signals over while its parts run).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_without_faust_tracebacks)
     # Hugging Face libraries draw a progress bar per model load ("Loading weights"):
     # noise in a command's output, and on stderr of every `--json` run.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from infra.credentials import write_private
+
 SERVE_RECORD = "serve.json"
 LOCAL_KEY_FILE = "api-key"
 
@@ -37,6 +39,11 @@ def live_server(home: Path) -> LiveServer | None:
     """The `serve`/`up` running on this home, if its recorded process still runs."""
     path = home / SERVE_RECORD
     try:
+        # Commands send their API key to the URL recorded here: only a record this user
+        # wrote, that nobody else may change, is believed.
+        mode = path.stat()
+        if mode.st_uid != os.getuid() or mode.st_mode & 0o022:
+            return None
         record = json.loads(path.read_text(encoding="utf-8"))
         process = psutil.Process(int(record["pid"]))
         if abs(process.create_time() - float(record["create_time"])) > 0.01:
@@ -53,9 +60,8 @@ def recorded(home: Path) -> Iterator[Any]:
 
     def record(url: str) -> None:
         me = psutil.Process()
-        path.write_text(
-            json.dumps({"pid": me.pid, "create_time": me.create_time(), "url": url}),
-            encoding="utf-8",
+        write_private(
+            path, json.dumps({"pid": me.pid, "create_time": me.create_time(), "url": url})
         )
 
     try:

@@ -27,7 +27,8 @@ from infra.settings import PlatformSettings
 from llm_twin import live
 from llm_twin.stack import Stack, warehouse_db
 from llm_twin.supervisor import Fatal as Fatal  # the failure every command reports
-from llm_twin.supervisor import Part, Policy, Ready, Supervisor, threaded
+from llm_twin.supervisor import Part, Policy, Ready, Supervisor, reason_of, threaded
+from schemas.topics import RAW_DOCUMENTS
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -44,8 +45,7 @@ if TYPE_CHECKING:
     from vectorstore.store import VectorStore
 
 Say = Callable[[str], None]
-# A new member of the consumer group gets its partitions in ~3 s on Tansu (measured here).
-CONSUMER_JOIN_TIMEOUT_S = 60.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # -- settings, each read once and refused in one sentence ------------------------------------
@@ -97,7 +97,7 @@ def load_embedder(ingest: IngestSettings) -> Embedder:
         return Embedder.load(ingest.embedding_model)
     except (OSError, ValueError, RuntimeError) as error:
         name = ingest.embedding_model or "the bundled all-MiniLM-L6-v2"
-        raise Fatal(f"cannot load the embedding model {name}: {_sentence(error)}") from None
+        raise Fatal(f"cannot load the embedding model {name}: {reason_of(error)}") from None
 
 
 def open_store(
@@ -120,7 +120,7 @@ def open_store(
             raise
         raise Fatal(busy or str(error)) from None
     except (OSError, ValueError, RuntimeError) as error:
-        raise Fatal(f"cannot open the vector store: {_sentence(error)}") from None
+        raise Fatal(f"cannot open the vector store: {reason_of(error)}") from None
 
 
 def load_backend(settings: PlatformSettings) -> Backend:
@@ -135,17 +135,25 @@ def load_backend(settings: PlatformSettings) -> Backend:
     except ValidationError as error:
         raise _first_reason("model", error) from None
     except (BackendError, ModelNotFound, OSError, ValueError, RuntimeError) as error:
-        raise Fatal(f"cannot load the model: {_sentence(error)}") from None
+        raise Fatal(f"cannot load the model: {reason_of(error)}") from None
 
 
 def connections(settings: PlatformSettings, stack: Stack) -> Connections:
+    from confluent_kafka import KafkaException
+
     from streams.run import Connections
 
+    try:
+        incarnation = kafka.cluster_id(stack.brokers)
+    except KafkaException as error:
+        raise Fatal(
+            f"cannot reach the broker at {stack.brokers.servers}: {reason_of(error)}"
+        ) from None
     return Connections(
         bootstrap_servers=stack.brokers,
         mongodb_uri=stack.mongodb_uri,
         mongodb_database=settings.mongodb_database,
-        incarnation_id=kafka.cluster_id(stack.brokers),
+        incarnation_id=incarnation,
         one_record_per_batch=stack.one_record_per_batch,
         signer=stack.signer,
     )
@@ -241,7 +249,11 @@ def ingest_part(
     wiring = connections(settings, stack)
 
     def follow(stop: threading.Event, ready: Ready) -> None:
-        ready()  # the dataflow has no "started" signal: running is ready
+        # Bytewax says nothing when it has started: ready once what it reads and writes
+        # answers (a broker or warehouse that is down is this part's failure, retried).
+        kafka.partition_count(wiring.bootstrap_servers, RAW_DOCUMENTS.name)
+        opened.db.command("ping")
+        ready()
         run_dataflow(
             wiring,
             ingest,
@@ -262,10 +274,11 @@ def trainer_part(parts: TrainerParts, say: Say) -> Part:
     from trainer.consumer import run as run_trainer
 
     def follow(stop: threading.Event, ready: Ready) -> None:
-        ready()
-        run_trainer(parts, stop, on_adapter=lambda a: say(f"adapter {a.adapter_id}"))
+        run_trainer(
+            parts, stop, on_adapter=lambda a: say(f"adapter {a.adapter_id}"), on_ready=ready
+        )
 
-    # A training step on a CPU takes seconds; a whole run is resumed from its checkpoint.
+    # A training step on a CPU takes seconds; the stopped run resumes from its checkpoint.
     return threaded("trainer", follow, stop_timeout_s=60.0)
 
 
@@ -295,20 +308,17 @@ class Service:
     def api_part(self, listener: socket.socket, host: str, on_url: Callable[[str], None]) -> Part:
         from serving.server import run_api
 
-        sockets = [listener]
-
-        def listen() -> socket.socket:
-            # The first attempt uses the socket bound before anything loaded (a port in
-            # use is a sentence at once); a restart binds the same address again.
-            return sockets.pop() if sockets else bind(host, listener.getsockname()[1])
-
         async def run(ready: Ready) -> None:
+            # uvicorn closes the sockets it serves on: each attempt gets a copy of the one
+            # bound before anything loaded (a port in use is a sentence at once, and a
+            # restart never loses the port to another process).
             await run_api(
                 self.parts,
                 self.keys,
-                listen(),
+                listener.dup(),
                 host=host,
-                ready_check=self.supervisor.ready,
+                # /healthz: this process can answer a generation (what gates its traffic).
+                ready_check=lambda: self.supervisor.ready("consumer", "api"),
                 report=self.supervisor.report,
                 ready=ready,
                 on_url=on_url,
@@ -346,17 +356,19 @@ def run_supervised(
     async def main() -> None:
         loop = asyncio.get_running_loop()
         signals = threading.current_thread() is threading.main_thread()
-        if signals:  # one path for Ctrl-C, SIGTERM and a fatal part: the supervisor's stop
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, supervisor.stop)
+        previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS} if signals else {}
+        # One path for Ctrl-C, SIGTERM and a fatal part: the supervisor's stop (a second
+        # signal stops waiting for the parts).
+        for sig in previous:
+            loop.add_signal_handler(sig, supervisor.stop)
         try:
             await supervisor.run(parts)
         finally:
             if cleanup is not None:
                 await cleanup()
-            if signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)  # Ctrl-C again during what follows (`up`'s stack)
 
     asyncio.run(main())
 
@@ -403,7 +415,7 @@ def serve(
             def said_if_failed(task: asyncio.Future[None]) -> None:
                 error = None if task.cancelled() else task.exception()
                 if error is not None:
-                    say(f"the twin is up, but saying so failed: {_sentence(error)}")
+                    say(f"the twin is up, but saying so failed: {reason_of(error)}")
 
             async def announce(url: str) -> None:
                 # Once every part is up: the consumer joins its group after the API listens.
@@ -413,10 +425,12 @@ def serve(
                 if pending is not None:
                     await pending
 
+            # In the order they depend on each other; stopped the other way round: the API
+            # drains its streams while the consumer still answers them.
             parts = [ingest_part(settings, stack, ingesting, opened)] if ingest else []
-            parts += [service.consumer_part(), service.api_part(listener, host, reached)]
             if trainer:
                 parts.append(trainer_part(trainer_parts(settings, stack, opened.db), say))
+            parts += [service.consumer_part(), service.api_part(listener, host, reached)]
 
             async def cleanup() -> None:
                 for task in service.tasks:
@@ -495,7 +509,7 @@ async def consumer_unless_served(
     if live.live_server(settings.home) is not None:
         yield
         return
-    from serving.server import build_consumer
+    from serving.server import JOIN_TIMEOUT_S, build_consumer
 
     with shared(
         settings,
@@ -509,16 +523,15 @@ async def consumer_unless_served(
         try:
             await consumer.start()
             try:
-                await asyncio.wait_for(consumer.joined.wait(), CONSUMER_JOIN_TIMEOUT_S)
+                try:
+                    await asyncio.wait_for(consumer.joined.wait(), JOIN_TIMEOUT_S)
+                except TimeoutError:
+                    raise Fatal(
+                        f"the retrieval consumer got no partitions in {JOIN_TIMEOUT_S:g}"
+                        " s: is the broker answering? (`llm-twin infra status`)"
+                    ) from None
                 yield
             finally:
                 await consumer.stop()
         finally:
             await backend.aclose()
-
-
-def _sentence(error: BaseException) -> str:
-    from schemas.redact import without_credentials
-
-    text = without_credentials(str(error)).strip() or type(error).__name__
-    return text.splitlines()[0] if text else type(error).__name__

@@ -10,7 +10,6 @@ each part is kept up, is the composition root's (:mod:`llm_twin.runtime`).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from infra.ports import is_loopback
 from infra.settings import PlatformSettings
 from llm_twin import live, runtime, stack
 
@@ -39,7 +39,7 @@ def keys(settings: ServingSettings, home: Path, host: str) -> tuple[ApiKeys, str
             return ApiKeys.parse(settings.api_keys.get_secret_value()), None
         except KeysError as error:
             raise runtime.Fatal(str(error)) from None
-    if not _loopback(host):
+    if not is_loopback(host):
         raise runtime.Fatal(
             f"refusing to serve on {host} with the local key: set LLM_TWIN_API_KEYS "
             "(without it, serve binds to loopback only)"
@@ -50,23 +50,10 @@ def keys(settings: ServingSettings, home: Path, host: str) -> tuple[ApiKeys, str
         raise runtime.Fatal(str(error)) from None
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def refuse_second_server(home: Path) -> None:
     running = live.live_server(home)
     if running is not None:
         raise runtime.Fatal(f"already serving at {running.url} (pid {running.pid})")
-
-
-def say(text: str) -> None:
-    typer.echo(text, err=True)
 
 
 def serve_command(
@@ -89,9 +76,9 @@ def serve_command(
         refuse_second_server(settings.home)
 
         def ready(url: str, service: runtime.Service) -> None:
-            say(f"serving on {url}")
+            stack.say(f"serving on {url}")
             if local_key:
-                say(f"local API key: {local_key}")
+                stack.say(f"local API key: {local_key}")
 
         # Ctrl-C while loading, before the supervisor takes the signals: stopped.
         with suppress(KeyboardInterrupt):
@@ -104,10 +91,10 @@ def serve_command(
                 port=port,
                 ingest=settings.qdrant_url is None if ingest is None else ingest,
                 trainer=False,
-                say=say,
+                say=stack.say,
                 on_url=ready,
             )
-    say("stopped")
+    stack.say("stopped")
 
 
 def generate_command(
@@ -160,7 +147,7 @@ def generate_command(
                     elif isinstance(event, TokenEvent):
                         if event.attempt != attempt:
                             attempt = event.attempt
-                            say("\n[the worker was lost; starting again]")
+                            stack.say("\n[the worker was lost; starting again]")
                         sys.stdout.write(event.text)
                         sys.stdout.flush()
                     outcome["final"] = event
@@ -175,15 +162,15 @@ def generate_command(
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     if "invalid" in outcome:
-        say(f"invalid request: {outcome['invalid']}")
+        stack.say(f"invalid request: {outcome['invalid']}")
         raise typer.Exit(1)
     final = outcome.get("final")
     if isinstance(final, DoneEvent):
         if not as_json:
             typer.echo("")
             for source in final.sources:
-                say(f"  source: {source.title} {source.source_url or ''}")
+                stack.say(f"  source: {source.title} {source.source_url or ''}")
         return
     if isinstance(final, ErrorEvent) and not as_json:
-        say(f"\nerror ({final.code.value}): {final.message}")
+        stack.say(f"\nerror ({final.code.value}): {final.message}")
     raise typer.Exit(1)

@@ -57,6 +57,11 @@ def warehouse_db(settings: PlatformSettings, connection: Stack) -> Iterator[Data
         client.close()
 
 
+def say(text: str) -> None:
+    """A line for the person at the terminal (stderr: stdout is for `--json` and drafts)."""
+    typer.echo(text, err=True)
+
+
 @contextmanager
 def reported(code: int = 1) -> Iterator[None]:
     """A :class:`Fatal` failure as its one sentence on stderr and exit ``code``, no traceback."""

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import KafkaError, TopicPartition
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra import kafka, warehouse
@@ -38,16 +39,12 @@ def ingest_command(
     connection = stack.require(settings)
     with stack.reported(), suppress(KeyboardInterrupt):
         if until_idle:
-            runtime.ingest_until_idle(settings, connection, say=_say)
+            runtime.ingest_until_idle(settings, connection, say=stack.say)
             return
-        runtime.ingest(settings, connection, say=_say)  # returns once stopped
+        runtime.ingest(settings, connection, say=stack.say)  # returns once stopped
     # Ctrl-C or SIGTERM: the last snapshot stands; the next run resumes from it.
-    _say("ingest stopped")
+    stack.say("ingest stopped")
     raise typer.Exit(130)
-
-
-def _say(text: str) -> None:
-    typer.echo(text, err=True)
 
 
 def search_command(
@@ -154,15 +151,16 @@ def status_command(as_json: JsonFlag = False) -> None:
 
 
 def _print_parts(console: Console, served: dict[str, Any]) -> None:
+    # What the server says is shown as text: a reason holding "[/x]" is not markup.
     if "error" in served:
-        console.print(f"server: {served['error']}")
+        console.print(escape(f"server: {served['error']}"))
         return
     table = Table(title="Server " + ("ready" if served.get("ready") else "NOT ready"))
     for column in ("part", "state", "restarts", "reason"):
         table.add_column(column)
     for name, part in served.get("parts", {}).items():
-        reason = str(part.get("reason") or "")
-        table.add_row(name, str(part.get("state")), str(part.get("restarts", 0)), reason)
+        cells = (name, part.get("state"), part.get("restarts", 0), part.get("reason") or "")
+        table.add_row(*(escape(str(cell)) for cell in cells))
     console.print(table)
 
 

@@ -89,9 +89,10 @@ class Supervisor:
 
     def __init__(self, policy: Policy, *, say: Callable[[str], None]) -> None:
         self._policy = policy
-        self._say = say
+        self._tell = say
         self._status: dict[str, Status] = {}
         self._stop = asyncio.Event()
+        self._forced = asyncio.Event()
         self._fatal: str | None = None
 
     def expect(self, *names: str) -> None:
@@ -99,18 +100,31 @@ class Supervisor:
         for name in names:
             self._status.setdefault(name, Status())
 
-    def ready(self) -> bool:
-        return bool(self._status) and all(s.state is State.READY for s in self._status.values())
+    def ready(self, *names: str) -> bool:
+        """Whether every part (or every one of ``names``) is ready."""
+        chosen = [self._status[n] for n in names if n in self._status] if names else None
+        states = chosen if chosen is not None else list(self._status.values())
+        return bool(states) and all(s.state is State.READY for s in states)
 
     def report(self, *, reasons: bool = True) -> dict[str, dict[str, Any]]:
         return {name: s.report(reasons=reasons) for name, s in self._status.items()}
 
     def stop(self) -> None:
-        """Stop every part (safe from a signal handler on the loop)."""
+        """Stop every part; asked again while stopping, stop waiting for them (a second Ctrl-C).
+
+        Safe from a signal handler on the loop.
+        """
+        if self._stop.is_set():
+            self._say("stopping now, without waiting for the parts")
+            self._forced.set()
         self._stop.set()
 
     async def run(self, parts: list[Part]) -> None:
-        """Run ``parts`` until stopped; raise :class:`Fatal` when one could not be kept up."""
+        """Run ``parts`` until stopped; raise :class:`Fatal` when one could not be kept up.
+
+        Parts are listed in the order they depend on each other (the API last: it needs
+        the consumer) and stopped in the reverse order.
+        """
         self.expect(*(part.name for part in parts))
         tasks = {asyncio.create_task(self._keep(part), name=part.name): part for part in parts}
         stopping = asyncio.create_task(self._stop.wait())
@@ -119,6 +133,10 @@ class Supervisor:
         finally:
             stopping.cancel()
             await self._stop_all(tasks)
+        for task, part in tasks.items():  # a part's keeper that died some other way
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None and self._fatal is None:
+                self._fatal = f"{part.name}: {reason_of(error)}"
         if self._fatal is not None:
             raise Fatal(self._fatal)
 
@@ -132,11 +150,13 @@ class Supervisor:
                 await part.run(lambda: self._set(status, State.READY))
                 reason = "it stopped by itself"
             except Fatal as fatal:
-                self._fail(part.name, status, _reason(fatal), f"{part.name}: {_reason(fatal)}")
+                self._fail(part.name, status, reason_of(fatal), f"{part.name}: {reason_of(fatal)}")
                 return
             except Exception as error:  # every crash is the policy's to judge
-                reason = _reason(error)
+                reason = reason_of(error)
                 log.debug("part %s failed", part.name, exc_info=True)
+            if self._stop.is_set():  # it ended because everything is stopping
+                return
             if time.monotonic() - started >= self._policy.healthy_after_s:
                 consecutive = 0
             if consecutive >= self._policy.max_restarts:
@@ -157,22 +177,35 @@ class Supervisor:
         self._set(status, State.FAILED, reason)
         if self._fatal is None:  # the first part to fail is the one that stops the process
             self._fatal = sentence
+        self._stop.set()  # no other part restarts while the process stops
 
     async def _stop_all(self, tasks: dict[asyncio.Task[None], Part]) -> None:
-        for task, part in tasks.items():
-            if not task.done():
-                self._set(self._status[part.name], State.STOPPING)
-                task.cancel()
-        began = time.monotonic()  # every part stops at once: the longest timeout bounds it all
-        for task, part in tasks.items():
-            timeout = self._policy.stop_timeout_s + (part.stop_timeout_s or 0)
-            left = max(0.0, began + timeout - time.monotonic())
-            done, _ = await asyncio.wait([task], timeout=left)
-            if not done:
-                self._say(f"{part.name} did not stop within {timeout:g} s; leaving it")
-            status = self._status[part.name]
-            if status.state is not State.FAILED:
-                self._set(status, State.STOPPED)
+        """Each part in turn, the last listed first, all within the longest stop timeout."""
+        began = time.monotonic()
+        longest = max(
+            (self._policy.stop_timeout_s + (p.stop_timeout_s or 0) for p in tasks.values()),
+            default=0.0,
+        )
+        forced = asyncio.create_task(self._forced.wait())
+        try:
+            for task, part in reversed(list(tasks.items())):
+                status = self._status[part.name]
+                if not task.done():
+                    self._set(status, State.STOPPING)
+                    task.cancel()
+                    timeout = self._policy.stop_timeout_s + (part.stop_timeout_s or 0)
+                    left = max(0.0, min(began + timeout, began + longest) - time.monotonic())
+                    await asyncio.wait([task, forced], timeout=left, return_when="FIRST_COMPLETED")
+                    if not task.done():
+                        self._say(f"{part.name} did not stop within {timeout:g} s; leaving it")
+                if status.state is not State.FAILED:
+                    self._set(status, State.STOPPED)
+        finally:
+            forced.cancel()
+
+    def _say(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stderr
+            self._tell(text)
 
     def _set(self, status: Status, state: State, reason: str | None = None) -> None:
         status.state, status.reason, status.since = state, reason, time.time()
@@ -207,8 +240,10 @@ def threaded(
             error: BaseException | None = None
             try:
                 target(stop, lambda: _call_soon(loop, ready))
-            except BaseException as raised:  # noqa: BLE001  # handed to the supervisor
+            except Exception as raised:  # noqa: BLE001  # handed to the supervisor
                 error = raised
+            except BaseException as raised:  # noqa: BLE001  # SystemExit in a thread: a failure
+                error = RuntimeError(f"the thread ended with {type(raised).__name__}")
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
                 loop.call_soon_threadsafe(settle, error)
 
@@ -229,8 +264,9 @@ def _call_soon(loop: asyncio.AbstractEventLoop, function: Callable[[], None]) ->
     loop.call_soon_threadsafe(function)
 
 
-def _reason(error: BaseException) -> str:
-    text = without_credentials(str(error)) or type(error).__name__
+def reason_of(error: BaseException) -> str:
+    """One line saying why: credentials masked, the type named, at most MAX_REASON_CHARS."""
+    text = " ".join(without_credentials(str(error)).split()) or type(error).__name__
     if not isinstance(error, Fatal) and type(error).__name__ not in text:
         text = f"{type(error).__name__}: {text}"
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"

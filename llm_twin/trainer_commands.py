@@ -257,8 +257,8 @@ def trainer_command() -> None:
     connection = stack.require(settings)
     # Ctrl-C while the settings are read, before the supervisor takes the signals: stopped.
     with stack.reported(), suppress(KeyboardInterrupt):
-        runtime.trainer(settings, connection, _say)
-    _say("trainer stopped")
+        runtime.trainer(settings, connection, stack.say)
+    stack.say("trainer stopped")
     # The trainer runs until it is stopped (Ctrl-C, SIGTERM): the shell's code for that.
     raise typer.Exit(130)
 
@@ -272,7 +272,7 @@ def _exits() -> Iterator[None]:
         with stack.reported():
             yield
     except (NothingToDo, Refused) as error:
-        _say(str(error))
+        stack.say(str(error))
         raise typer.Exit(NOTHING if isinstance(error, NothingToDo) else 1) from None
 
 
@@ -281,7 +281,3 @@ def _publisher(connection: stack.Stack) -> kafka.Publisher:
         connection.brokers, one_record_per_batch=connection.one_record_per_batch
     )
     return kafka.Publisher(producer, connection.signer)
-
-
-def _say(text: str) -> None:
-    typer.echo(text, err=True)

@@ -14,7 +14,8 @@ import typer
 from infra import credentials, kafka, localstack
 from infra.settings import PlatformSettings
 from llm_twin import runtime, stack
-from llm_twin.serve_commands import HostOption, PortOption, keys, refuse_second_server, say
+from llm_twin.serve_commands import HostOption, PortOption, keys, refuse_second_server
+from llm_twin.stack import say
 
 DEMO_AUTHOR = "docs"
 DEMO_PROMPT = "Write a short post on how the twin keeps each author's writing to itself."

@@ -6,7 +6,7 @@
 - ``POST /v1/chat/completions``: OpenAI-compatible, ``model`` = the author slug;
 - ``GET /v1/twins/{author}/search``: ``search --json``'s shape;
 - ``GET /v1/models``: the twins the key may use, as OpenAI lists models;
-- ``GET /healthz`` (200 once the model is loaded and the consumer has joined),
+- ``GET /healthz`` (200 while this process can answer: ``ready()``),
   ``GET /livez`` (200 while the process runs), ``GET /readyz`` (every part's
   state; 200 only when all are ready, else 503; why a part failed is shown to
   loopback clients only), ``GET /metrics`` (Prometheus; loopback clients only).
@@ -23,7 +23,6 @@ unless :attr:`Limits.docs`.
 # time, and the key check they name (``caller``) is local to create_app.
 import asyncio
 import collections
-import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,6 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.ports import is_loopback
 from schemas.common import AUTHOR_SLUG_PATTERN
 from schemas.generation import DoneEvent, ErrorCode, ErrorEvent, ReplyEvent, TokenEvent
 from serving.keys import ApiKeys, Caller
@@ -296,13 +296,6 @@ def _bearer(authorization: str) -> str | None:
     return credentials.strip() or None
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name, or a Unix socket's path
-        return False
-
-
 def create_app(
     channel: ReplyChannel,
     keys: ApiKeys,
@@ -403,15 +396,15 @@ def create_app(
     async def readyz(request: Request) -> JSONResponse:
         # Why a part failed (a path, a host) is for the operator on this machine; anyone
         # else (a load balancer's probe) sees the states alone.
-        local = request.client is not None and _loopback(request.client.host)
-        ok = ready()
-        body = {"ready": ok, "parts": parts(reasons=local)}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        local = request.client is not None and is_loopback(request.client.host)
+        report = parts(reasons=local)
+        ok = all(p["state"] == "ready" for p in report.values()) if report else ready()
+        return JSONResponse({"ready": ok, "parts": report}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
         # Counts per route and status are for the operator, not for whoever holds a key.
-        if request.client is None or not _loopback(request.client.host):
+        if request.client is None or not is_loopback(request.client.host):
             raise HTTPException(404, "Not Found")
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -38,6 +38,11 @@ from vectorstore.store import VectorStore
 
 log = logging.getLogger(__name__)
 
+# A new member of the consumer group gets its partitions in ~3 s on Tansu (measured here).
+JOIN_TIMEOUT_S = 60.0
+# Streams in flight when the API stops get this long to finish before they are cut.
+DRAIN_S = 10.0
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -52,8 +57,12 @@ class Parts:
     signer: Signer | None = None
 
 
+def retriever_of(parts: Parts) -> Retriever:
+    return Retriever(parts.store, parts.embedder, k=parts.settings.retrieval_k)
+
+
 def build_answerer(parts: Parts) -> tuple[Answerer, Retriever, ActiveAdapters]:
-    retriever = Retriever(parts.store, parts.embedder, k=parts.settings.retrieval_k)
+    retriever = retriever_of(parts)
     adapters = ActiveAdapters(parts.db, parts.backend, adapters_root=parts.home / "adapters")
 
     @functools.lru_cache(maxsize=1024)
@@ -106,15 +115,32 @@ async def run_consumer(
     ready: Callable[[], None],
     *,
     on_start: Callable[[RetrievalConsumer], None] = lambda consumer: None,
+    join_timeout_s: float = JOIN_TIMEOUT_S,
 ) -> None:
-    """Run a retrieval consumer until cancelled; raise what crashed it (a lost broker)."""
+    """Run a retrieval consumer until cancelled; raise what crashed it (a lost broker).
+
+    A consumer that gets no partitions within ``join_timeout_s``, or crashes
+    before it does, fails too: its part is restarted instead of staying unready.
+    """
     consumer, _ = build_consumer(parts)
     on_start(consumer)
     try:
         await consumer.start()
-        await consumer.joined.wait()
-        ready()
-        raise await consumer.crashed()
+        joined = asyncio.create_task(consumer.joined.wait())
+        crashed = asyncio.create_task(consumer.crashed())
+        try:
+            await asyncio.wait(
+                [joined, crashed], timeout=join_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if crashed.done():
+                raise crashed.result()
+            if not joined.done():
+                raise TimeoutError(f"the consumer got no partitions in {join_timeout_s:g} s")
+            ready()
+            raise await crashed
+        finally:
+            joined.cancel()
+            crashed.cancel()
     finally:
         try:
             await consumer.stop()
@@ -132,39 +158,50 @@ async def run_api(
     report: Callable[..., Mapping[str, Any]],
     ready: Callable[[], None],
     on_url: Callable[[str], None] = lambda url: None,
+    drain_s: float = DRAIN_S,
 ) -> None:
-    """Serve the HTTP API on ``listener`` until cancelled (or until uvicorn stops by itself)."""
-    channel, claim = open_channel(
-        parts.bootstrap_servers,
-        parts.home,
-        one_record_per_batch=parts.one_record_per_batch,
-        partition=parts.settings.reply_partition,
-        signer=parts.signer,
-    )
-    retriever = Retriever(parts.store, parts.embedder, k=parts.settings.retrieval_k)
-    app = create_app(
-        channel,
-        keys,
-        functools.partial(search_results, retriever),
-        authors=parts.store.authors,
-        ready=ready_check,
-        parts=report,
-        timeout_s=parts.settings.request_timeout_s,
-        limits=Limits.of(parts.settings),
-        count_tokens=parts.backend.count_tokens,
-    )
-    # X-Forwarded-For names the client only when a proxy on this machine sent it: /metrics
-    # answers loopback clients, and FORWARDED_ALLOW_IPS in the environment must not widen that.
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="off",
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1,::1",
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    """Serve the HTTP API on ``listener`` until cancelled (or until uvicorn stops by itself).
+
+    Cancelled, it stops taking connections and gives the streams in flight
+    ``drain_s`` to finish. ``listener`` is closed on the way out.
+    """
+    channel, claim = None, None
+    server: _Server | None = None
+    serving: asyncio.Task[None] | None = None
     try:
+        # The reply channel reads the topic's offsets (a broker round trip): off the loop.
+        channel, claim = await asyncio.to_thread(
+            open_channel,
+            parts.bootstrap_servers,
+            parts.home,
+            one_record_per_batch=parts.one_record_per_batch,
+            partition=parts.settings.reply_partition,
+            signer=parts.signer,
+        )
+        app = create_app(
+            channel,
+            keys,
+            functools.partial(search_results, retriever_of(parts)),
+            authors=parts.store.authors,
+            ready=ready_check,
+            parts=report,
+            timeout_s=parts.settings.request_timeout_s,
+            limits=Limits.of(parts.settings),
+            count_tokens=parts.backend.count_tokens,
+        )
+        # X-Forwarded-For names the client only when a proxy on this machine sent it:
+        # /metrics answers loopback clients, and FORWARDED_ALLOW_IPS in the environment
+        # must not widen that.
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            proxy_headers=True,
+            forwarded_allow_ips="127.0.0.1,::1",
+            timeout_graceful_shutdown=max(1, round(drain_s)),
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(_serve(server, listener))
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if server.started:
@@ -173,12 +210,22 @@ async def run_api(
         await asyncio.shield(serving)
         raise RuntimeError("the HTTP server stopped by itself")
     finally:
-        server.should_exit = True
-        with contextlib.suppress(BaseException):
-            await serving
-        channel.close()
+        if server is not None and serving is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):  # a second cancel still ends this wait
+                await serving
+        listener.close()
+        if channel is not None:
+            channel.close()
         if claim is not None:
             claim.release()
+
+
+async def _serve(server: uvicorn.Server, listener: socket.socket) -> None:
+    try:
+        await server.serve(sockets=[listener])
+    except SystemExit:  # uvicorn's way of saying it could not start
+        raise RuntimeError("the HTTP server could not start (see its log above)") from None
 
 
 class _Server(uvicorn.Server):

@@ -138,6 +138,9 @@ def run_up(
 
 def no_part_left_running(home: Path) -> None:
     assert live.live_server(home) is None  # the record of the live server is gone
+    for thread in threading.enumerate():  # a part's thread ended: its last line may be left
+        if thread.name.startswith("llm-twin-"):
+            thread.join(5)
     left = [t.name for t in threading.enumerate() if t.name.startswith("llm-twin-")]
     assert left == []
 
@@ -194,7 +197,29 @@ def test_the_dataflow_raising_is_restarted_and_readyz_and_status_say_so(
     no_part_left_running(home)
 
 
-def test_the_consumer_losing_its_connection_is_restarted_and_joins_again(home: Path) -> None:
+def test_the_consumer_losing_its_connection_and_the_api_stopping_are_each_restarted(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.server
+
+    real_serve = serving.server._serve
+    api_broken = threading.Event()
+
+    async def serve_until_broken(server: Any, listener: Any) -> None:
+        async def breaker() -> None:
+            while not api_broken.is_set():
+                await asyncio.sleep(0.05)
+            api_broken.clear()
+            server.should_exit = True  # uvicorn ends as if it had stopped by itself
+
+        breaking = asyncio.create_task(breaker())
+        try:
+            await real_serve(server, listener)
+        finally:
+            breaking.cancel()
+
+    monkeypatch.setattr(serving.server, "_serve", serve_until_broken)
+
     def probing(probe: Probe) -> None:
         probe.until("every part ready", lambda status, body: status == 200, 60)
         service, loop = probe.service, probe.loop
@@ -216,6 +241,14 @@ def test_the_consumer_losing_its_connection_is_restarted_and_joins_again(home: P
         probe.until("the consumer back", lambda status, body: status == 200, 60)
         assert service.consumer is not first
         assert probe.seen[-1]["parts"]["consumer"]["restarts"] == 1
+        # The API ends; a new one serves on the same port (connections meanwhile wait).
+        api_broken.set()
+        time.sleep(0.3)
+        probe.until(
+            "the API back on its port",
+            lambda status, body: status == 200 and body["parts"]["api"]["restarts"] == 1,
+            30,
+        )
 
     run_up(home, probing, restart_backoff_s=1.0)
     no_part_left_running(home)
@@ -232,6 +265,7 @@ def test_a_trainer_that_keeps_raising_stops_the_process_with_the_reason(
     def broken(*args: Any, **kwargs: Any) -> None:
         attempts.append(time.monotonic())
         if len(attempts) == 1:
+            kwargs["on_ready"]()  # as the real one does once the broker answered
             all_up.wait(60)  # the first run lasts until the probe has seen every part up
         raise RuntimeError("the trainer fell over (injected)")
 

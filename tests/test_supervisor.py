@@ -177,7 +177,10 @@ def test_a_thread_that_raises_is_the_parts_failure_and_a_stop_reaches_the_thread
     run_until(supervisor, [threaded("ingest", dataflow)], lambda: supervisor.ready(), 10)
     assert len(runs) == 2 and all(stop.is_set() for stop in runs[1:])
     assert supervisor.report()["ingest"] == {"state": "stopped", "restarts": 1}
-    assert not [t for t in threading.enumerate() if t.name == "llm-twin-ingest"]
+    for thread in threading.enumerate():  # ended: at most its last line is left to run
+        if thread.name == "llm-twin-ingest":
+            thread.join(2)
+            assert not thread.is_alive()
 
 
 def test_stopping_is_bounded_even_when_a_thread_ignores_it() -> None:
@@ -232,3 +235,86 @@ def test_parts_stop_at_once_so_the_longest_timeout_bounds_the_whole_stop() -> No
         assert len(said) == 4
     finally:
         release.set()
+
+
+def test_parts_stop_in_the_reverse_order_so_the_api_drains_while_the_consumer_answers() -> None:
+    supervisor = Supervisor(FAST, say=lambda text: None)
+    events: list[str] = []
+
+    def part(name: str) -> Part:
+        async def run(ready: Ready) -> None:
+            ready()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.append(f"{name} stopping")
+                await asyncio.sleep(0.05)  # draining: whatever it needs must still run
+                events.append(f"{name} stopped")
+                raise
+
+        return Part(name, run)
+
+    run_until(supervisor, [part("ingest"), part("consumer"), part("api")], supervisor.ready, 10)
+    assert events == [
+        "api stopping",
+        "api stopped",
+        "consumer stopping",
+        "consumer stopped",
+        "ingest stopping",
+        "ingest stopped",
+    ]
+
+
+def test_a_second_stop_stops_waiting_for_the_parts() -> None:
+    said: list[str] = []
+    supervisor = Supervisor(Policy(stop_timeout_s=30), say=said.append)
+    release = threading.Event()
+
+    def stubborn(stop: threading.Event, ready: Ready) -> None:
+        ready()
+        release.wait(60)
+
+    async def main() -> None:
+        running = asyncio.create_task(supervisor.run([threaded("trainer", stubborn)]))
+        while not supervisor.ready():
+            await asyncio.sleep(0.01)
+        supervisor.stop()  # Ctrl-C
+        await asyncio.sleep(0.2)
+        assert not running.done()  # waiting for the trainer's step
+        supervisor.stop()  # Ctrl-C again
+        await asyncio.wait_for(running, 5)
+
+    started = time.monotonic()
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5
+    assert said[0] == "stopping now, without waiting for the parts"
+
+
+def test_a_part_that_fails_while_everything_stops_is_not_restarted() -> None:
+    supervisor = Supervisor(FAST, say=lambda text: None)
+    attempts: list[int] = []
+
+    async def fails_on_stop(ready: Ready) -> None:
+        attempts.append(1)
+        ready()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionError("the socket closed under it") from None
+
+    run_until(supervisor, [Part("api", fails_on_stop)], supervisor.ready, 10)
+    assert attempts == [1]
+    assert supervisor.report()["api"]["state"] == "stopped"
+
+
+def test_a_thread_ending_with_system_exit_is_a_failure_of_its_part() -> None:
+    supervisor = Supervisor(Policy(max_restarts=0), say=lambda text: None)
+
+    def exits(stop: threading.Event, ready: Ready) -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(Fatal, match="the thread ended with SystemExit"):
+        asyncio.run(supervisor.run([threaded("ingest", exits)]))
