@@ -12,9 +12,12 @@ raises, or returns by itself, the supervisor decides:
   :attr:`Policy.healthy_after_s` starts its count again. An exhausted budget
   stops the process like a fatal failure.
 
-Stopping (Ctrl-C, SIGTERM, a fatal part) is one path: every part is cancelled
-and given :attr:`Policy.stop_timeout_s` to finish; a thread that does not is
-left behind as a daemon (the process exit ends it) and said so.
+Stopping (Ctrl-C, SIGTERM, a fatal part) is one path: the parts are cancelled
+one after another, the last listed first (the API drains while the consumer
+still answers), all within the longest of their stop timeouts
+(:attr:`Policy.stop_timeout_s` plus a part's own); a second stop stops waiting.
+A thread that does not end in time is left behind as a daemon (the process
+exit ends it) and said so.
 """
 
 from __future__ import annotations
