@@ -1,12 +1,14 @@
-"""Dataset snapshots: an author's cleaned documents as instruction -> response pairs.
+"""Dataset snapshots: an author's cleaned documents as instruction -> response examples.
 
-The response is always the author's own text; the instruction is derived
-offline from the document's title, kind and platform (what a person would ask
-their twin to write). A document's side of the split is decided by a hash of
-its id alone, so it keeps its side in every later snapshot and is never in
-both. E-mail addresses and phone numbers are scrubbed; forgotten documents are
-not in the warehouse's cleaned documents any more, and a deletion record
-newer than a document's indexing excludes it as well.
+The response is always the author's own text. A document is cut at its own structure into
+examples that together cover it end to end (infra/examples.py); each example's
+instruction says what to write: the kind, the platform and the title, and for a piece of
+a longer document its section and its place, with the end of the text before it as
+context. A document's side of the split is decided by a hash of its id alone, so it keeps
+its side in every later snapshot, and all of its examples are on that side: nothing of a
+held-out document trains. E-mail addresses and phone numbers are scrubbed
+(infra/scrub.py); forgotten documents are not in the warehouse's cleaned documents any
+more, and a deletion record newer than a document's indexing excludes it as well.
 
 Files are JSON Lines (``datasets.load_dataset("json", data_files=...)`` reads
 them as they are), under ``LLM_TWIN_HOME/snapshots/<snapshot_id>/``, with a
@@ -21,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from infra import warehouse
+from infra import examples, warehouse
+from infra.scrub import scrub
 from schemas.training import DatasetSnapshot, DocumentVersion, SnapshotFile, Split, SplitCounts
 
 # One document in five is held out: enough held-out text to measure perplexity and
@@ -44,16 +46,15 @@ SNAPSHOT_COUNTERS = "snapshot_counters"
 # {_id: snapshot_id, author, manifest}: every snapshot as it was written.
 SNAPSHOTS = "snapshots"
 
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-# International or national numbers of 8+ digits with the usual separators; dates
-# (2026-11-30) and versions (1.2.3) have too few digits in a row to match.
-_PHONE = re.compile(r"(?<![\w.])\+?\d(?:[\s().-]{0,2}\d){7,14}(?![\w.])")
-_INSTRUCTIONS = {
-    "article": "Write an article for {platform} titled \u201c{title}\u201d.",
-    "post": "Write a {platform} post about {title}.",
-    "code": "Write the code for {title}.",
-    "message": "Write a message about {title}.",
+# What each kind of document is, for its instructions: one entry per DocumentKind.
+_WHAT = {
+    "article": "an article for {platform} titled \u201c{title}\u201d",
+    "post": "a {platform} post about {title}",
+    "repository_file": "the code of {title}",
+    "message": "a message about {title}",
+    "note": "a note titled \u201c{title}\u201d",
 }
+_OTHER = "a {platform} text about {title}"
 
 
 class NothingToSnapshot(ValueError):
@@ -66,6 +67,8 @@ class SnapshotRefused(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
+    """One training example: a piece of a document and what it asks for."""
+
     document_id: uuid.UUID
     version: str
     instruction: str
@@ -73,15 +76,26 @@ class Pair:
     kind: str
     platform: str
     title: str
+    # What a person asks for the whole document (the instruction of a whole one).
+    task: str = ""
+    context: str = ""  # the end of the document's text before this piece
+    section: str = ""
+    part: int = 1
+    parts: int = 1
 
     def row(self) -> dict[str, Any]:
         return {
             "instruction": self.instruction,
+            "context": self.context,
             "response": self.response,
+            "task": self.task or self.instruction,
             "document_id": str(self.document_id),
             "kind": self.kind,
             "platform": self.platform,
             "title": self.title,
+            "section": self.section,
+            "part": self.part,
+            "parts": self.parts,
         }
 
 
@@ -91,14 +105,18 @@ def split_of(document_id: uuid.UUID) -> Split:
     return Split.TEST if bucket < TEST_PERCENT else Split.TRAIN
 
 
-def scrub(text: str) -> str:
-    """E-mail addresses and phone numbers replaced by placeholders."""
-    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
-
-
-def instruction_for(kind: str, platform: str, title: str) -> str:
-    template = _INSTRUCTIONS.get(kind, "Write a {platform} text about {title}.")
-    return template.format(platform=_platform_name(platform), title=scrub(title.strip()))
+def instruction_for(
+    kind: str, platform: str, title: str, *, section: str = "", part: int = 1, parts: int = 1
+) -> str:
+    """What to write: the whole document, its beginning, or its continuation under a heading."""
+    template = _WHAT.get(kind, _OTHER)
+    what = template.format(platform=_platform_name(platform), title=scrub(title.strip()))
+    where = f", the part under \u201c{scrub(section)}\u201d" if section else ""
+    if parts == 1:
+        return f"Write {what}."
+    if part == 1:
+        return f"Write the beginning of {what}{where}."
+    return f"Continue {what}{where} (part {part} of {parts})."
 
 
 def _platform_name(platform: str) -> str:
@@ -107,7 +125,7 @@ def _platform_name(platform: str) -> str:
 
 
 def pairs_of(db: Database[warehouse.Document], author: str) -> list[Pair]:
-    """The author's current documents as pairs, oldest id first (a stable order)."""
+    """The author's current documents as examples, oldest id first, each in reading order."""
     forgotten = {
         record["_id"]: record["deleted_at"]
         for record in db[warehouse.DELETIONS].find({"author": author})
@@ -117,20 +135,32 @@ def pairs_of(db: Database[warehouse.Document], author: str) -> list[Pair]:
         deleted_at = forgotten.get(record["_id"])
         if deleted_at is not None and deleted_at >= record["indexed_at"]:
             continue
-        text = scrub(str(record["text"]).strip())
-        if not text:
-            continue
-        pairs.append(
-            Pair(
-                document_id=uuid.UUID(str(record["_id"])),
-                version=str(record["version"]),
-                instruction=instruction_for(record["kind"], record["platform"], record["title"]),
-                response=text,
-                kind=str(record["kind"]),
-                platform=str(record["platform"]),
-                title=str(record["title"]),
+        kind, platform, title = str(record["kind"]), str(record["platform"]), str(record["title"])
+        task = instruction_for(kind, platform, title)
+        for piece in examples.pieces(scrub(str(record["text"])), kind):
+            pairs.append(
+                Pair(
+                    document_id=uuid.UUID(str(record["_id"])),
+                    version=str(record["version"]),
+                    instruction=instruction_for(
+                        kind,
+                        platform,
+                        title,
+                        section=piece.section,
+                        part=piece.part,
+                        parts=piece.parts,
+                    ),
+                    response=piece.text,
+                    kind=kind,
+                    platform=platform,
+                    title=title,
+                    task=task,
+                    context=piece.context,
+                    section=piece.section,
+                    part=piece.part,
+                    parts=piece.parts,
+                )
             )
-        )
     return pairs
 
 
@@ -145,23 +175,30 @@ def build(
 ) -> DatasetSnapshot:
     """Write a snapshot of the author's documents under ``root``; raise if there are none.
 
-    ``instruct``: instructions written by a model for these pairs (``--llm-instructions``;
-    an empty one keeps the derived instruction). ``reject``: the base model's answers to
-    these instructions, making preference pairs of the training side (``--preferences``:
-    chosen, the author's text; rejected, the base model's).
+    ``instruct``: instructions written by a model for the whole documents among these pairs
+    (``--llm-instructions``; an empty one keeps the derived instruction). ``reject``: the
+    base model's answers to these instructions, making preference pairs of the training side
+    (``--preferences``: chosen, the author's text; rejected, the base model's).
     """
     pairs = pairs_of(db, author)
     if not pairs:
         raise NothingToSnapshot(f"{author} has no documents in the warehouse")
-    if instruct is not None:
-        written = instruct(pairs)
+    if instruct is not None:  # for whole documents: a piece's place is said by its own
+        whole = [pair for pair in pairs if pair.parts == 1]
+        written = {
+            pair.document_id: scrub(text.strip())
+            for pair, text in zip(whole, instruct(whole), strict=True)
+        }
         pairs = [
-            dataclasses.replace(pair, instruction=scrub(text.strip()) or pair.instruction)
-            for pair, text in zip(pairs, written, strict=True)
+            dataclasses.replace(pair, instruction=written[pair.document_id], task="")
+            if written.get(pair.document_id)
+            else pair
+            for pair in pairs
         ]
+    versions = {pair.document_id: pair.version for pair in pairs}  # in id order
     content = hashlib.sha256()
-    for pair in pairs:
-        content.update(f"{pair.document_id}:{pair.version}\n".encode())
+    for document_id, version in versions.items():
+        content.update(f"{document_id}:{version}\n".encode())
     snapshot_id = f"{author}-{created_at:%Y%m%dT%H%M%SZ}-{content.hexdigest()[:8]}"
     directory = root / snapshot_id
     directory.mkdir(parents=True, exist_ok=True)
@@ -194,11 +231,11 @@ def build(
         path=str(directory),
         documents=[
             DocumentVersion(
-                document_id=p.document_id,
-                content_hash=p.version,
-                split="test" if split_of(p.document_id) is Split.TEST else "train",
+                document_id=document_id,
+                content_hash=version,
+                split="test" if split_of(document_id) is Split.TEST else "train",
             )
-            for p in pairs
+            for document_id, version in versions.items()
         ],
         files=files,
     )

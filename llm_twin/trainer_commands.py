@@ -66,13 +66,17 @@ def snapshot_command(
         "author": snapshot.author,
         "created_at": snapshot.created_at.isoformat(),
         "counts": snapshot.counts.model_dump(),
+        "documents": len(snapshot.documents),
         "path": snapshot.path,
     }
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         counts = snapshot.counts
-        typer.echo(f"{snapshot.snapshot_id}: {counts.train} train, {counts.test} test")
+        typer.echo(
+            f"{snapshot.snapshot_id}: {len(snapshot.documents)} documents, "
+            f"{counts.train} train examples, {counts.test} test examples"
+        )
         typer.echo(f"  {snapshot.path}")
 
 

@@ -29,7 +29,7 @@ from schemas.training import AdapterRegistered, DatasetSnapshot, Split
 from trainer import style
 from trainer.errors import NothingToDo
 from trainer.judge import Judge
-from trainer.lora import TrainConfig, example, load_base, mean_loss
+from trainer.lora import TrainConfig, examples, load_base, mean_loss
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
 
@@ -88,10 +88,10 @@ def evaluate(
     model, tokenizer = load_base(base_model)
     device = next(model.parameters()).device
     config = TrainConfig(base_model=base_model)
-    examples = [example(row, tokenizer, config) for row in rows]
-    base_loss = mean_loss(model, examples, tokenizer, config.batch_size, device)
+    held = [e for row in rows for e in examples(row, tokenizer, config)]
+    base_loss = mean_loss(model, held, tokenizer, config.batch_size, device)
     twin = PeftModel.from_pretrained(model, adapter.path).eval()
-    twin_loss = mean_loss(twin, examples, tokenizer, config.batch_size, device)
+    twin_loss = mean_loss(twin, held, tokenizer, config.batch_size, device)
 
     # 2. retrieval
     progress("retrieval")

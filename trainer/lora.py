@@ -5,10 +5,15 @@ Linear on purpose (nanoGPT's train.py): the sections below run in order.
 1. the configuration and its hash (same snapshot + same configuration = same adapter,
    reused instead of trained again);
 2. the base model and tokenizer (QLoRA, 4-bit, when CUDA and bitsandbytes are there);
-3. the data: each pair rendered with the base model's chat template, loss on the
-   response tokens only (the author's words), truncated to ``max_seq_tokens``; the
-   pair is outside text, so its control tokens are broken first (a document cannot
-   teach the twin to open a system turn);
+3. the data: each example rendered with the base model's chat template (the piece's
+   context, the end of the text before it, shown in the prompt), loss on the response
+   tokens only (the author's words); a response longer than ``max_seq_tokens`` allows is
+   cut into windows, never truncated away; the examples are packed into sequences of
+   ``max_seq_tokens`` with their positions restarting at each example, which
+   transformers turns into attention kept inside each example (no token attends to
+   another example's), so no step is spent on padding; the example is outside text, so
+   its control tokens are broken first (a document cannot teach the twin to open a system
+   turn);
 4. the loop: AdamW on the LoRA weights, a checkpoint every ``checkpoint_every`` steps
    (adapter, optimizer, step) that a killed run resumes from;
 5. held-out loss and perplexity of the base model and of the adapter, on the snapshot's
@@ -51,7 +56,8 @@ class TrainConfig:
     learning_rate: float = 2e-4
     epochs: int = 2
     batch_size: int = 4
-    # 512 tokens holds a long post whole; an article is cut (its start is its voice).
+    # The packed sequence's length; an article arrives in pieces of ~300 tokens
+    # (infra/examples.py), several of them to a sequence.
     max_seq_tokens: int = 512
     checkpoint_every: int = 50
     seed: int = 0
@@ -126,8 +132,9 @@ def train(
     device = next(model.parameters()).device
 
     # -- 3. data ----------------------------------------------------------------------------
-    train_examples = [example(row, tokenizer, config) for row in train_rows]
-    test_examples = [example(row, tokenizer, config) for row in test_rows]
+    train_examples = [e for row in train_rows for e in examples(row, tokenizer, config)]
+    test_examples = [e for row in test_rows for e in examples(row, tokenizer, config)]
+    sequences = pack(train_examples, config.max_seq_tokens)
     base_eval_loss = mean_loss(model, test_examples, tokenizer, config.batch_size, device)
 
     lora = LoraConfig(
@@ -145,7 +152,7 @@ def train(
         model = get_peft_model(model, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-    steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+    steps_per_epoch = math.ceil(len(sequences) / config.batch_size)
     total = steps_per_epoch * config.epochs
     step = 0
     if latest is not None:
@@ -156,16 +163,14 @@ def train(
     # -- 4. the loop ----------------------------------------------------------------------
     model.train()
     train_losses: list[float] = []
-    order = list(range(len(train_examples)))
+    order = list(range(len(sequences)))
     while step < total:
         epoch, index = divmod(step, steps_per_epoch)
         rng = random.Random(config.seed + epoch)  # noqa: S311  # the same order on a resumed run
         shuffled = order[:]
         rng.shuffle(shuffled)
-        batch = [
-            train_examples[i] for i in shuffled[index * config.batch_size :][: config.batch_size]
-        ]
-        inputs = _collate(batch, tokenizer, device)
+        batch = [sequences[i] for i in shuffled[index * config.batch_size :][: config.batch_size]]
+        inputs = _collate_packed(batch, tokenizer, device)
         loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -213,6 +218,9 @@ def train(
         "dpo_pairs": len(preference_rows),
         "dpo_loss": dpo_loss,
         "train_examples": len(train_examples),
+        "train_sequences": len(sequences),
+        "train_tokens": sum(len(e.input_ids) for e in train_examples),
+        "packing_efficiency": _efficiency(sequences, config.max_seq_tokens),
         "test_examples": len(test_examples),
         "config": asdict(config),
     }
@@ -269,10 +277,20 @@ class _Example:
     labels: list[int]
 
 
-def example(row: dict[str, Any], tokenizer: Any, config: TrainConfig) -> _Example:
-    """Prompt (chat template, generation prompt) + response + end; labels on the response."""
+def prompt_text(row: dict[str, Any]) -> str:
+    """What the user turn asks: the instruction, and the text the piece follows on from."""
+    context = str(row.get("context") or "")
+    instruction = str(row["instruction"])
+    return f"{instruction}\n\nIt follows on from:\n{context}" if context else instruction
+
+
+def encode(
+    row: dict[str, Any], tokenizer: Any, config: TrainConfig, *, with_context: bool = True
+) -> tuple[list[int], list[int]]:
+    """The prompt's token ids (chat template, generation prompt) and the response's, end added."""
     specials = special_tokens(tokenizer)
-    instruction = neutralise(row["instruction"], specials)
+    asked = prompt_text(row) if with_context else str(row["instruction"])
+    instruction = neutralise(asked, specials)
     messages = [
         {"role": "system", "content": config.system_prompt},
         {"role": "user", "content": instruction},
@@ -291,9 +309,103 @@ def example(row: dict[str, Any], tokenizer: Any, config: TrainConfig) -> _Exampl
     encoded = tokenizer(response_text, add_special_tokens=False, split_special_tokens=True)
     response = list(encoded["input_ids"])
     response.append(tokenizer.eos_token_id)
+    return [int(i) for i in prompt], [int(i) for i in response]
+
+
+def examples(row: dict[str, Any], tokenizer: Any, config: TrainConfig) -> list[_Example]:
+    """The row as examples of at most ``max_seq_tokens``: the whole response, in windows.
+
+    A prompt that leaves less than a quarter of the sequence for the response is shown
+    without its context; a response longer than the room left is cut into windows, each
+    after the same prompt, so every token of the author's text is trained on.
+    """
+    prompt, response = encode(row, tokenizer, config)
+    if config.max_seq_tokens - len(prompt) < config.max_seq_tokens // 4:
+        prompt, response = encode(row, tokenizer, config, with_context=False)
+    prompt = prompt[-(config.max_seq_tokens * 3 // 4) :]  # an instruction past all reason
+    room = config.max_seq_tokens - len(prompt)
+    return [
+        _Example(prompt + window, [IGNORE] * len(prompt) + window)
+        for window in (response[i : i + room] for i in range(0, len(response), room))
+    ]
+
+
+def example(row: dict[str, Any], tokenizer: Any, config: TrainConfig) -> _Example:
+    """One example, truncated to ``max_seq_tokens``: a preference pair's side (DPO compares
+    whole answers)."""
+    prompt, response = encode(row, tokenizer, config)
     ids = (prompt + response)[: config.max_seq_tokens]
     labels = ([IGNORE] * len(prompt) + response)[: config.max_seq_tokens]
-    return _Example([int(i) for i in ids], [int(i) for i in labels])
+    return _Example(ids, labels)
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """Examples laid end to end in one sequence, each one's positions counted from 0."""
+
+    input_ids: list[int]
+    labels: list[int]
+    position_ids: list[int]
+
+
+def pack(items: list[_Example], length: int) -> list[_Packed]:
+    """``items`` in sequences of at most ``length`` tokens: first fit, longest first.
+
+    Deterministic (the same examples give the same sequences), so a resumed run sees the
+    same data. No example is split between two sequences.
+    """
+    bins: list[list[_Example]] = []
+    room: list[int] = []
+    for item in sorted(items, key=lambda e: len(e.input_ids), reverse=True):
+        size = len(item.input_ids)
+        for index, left in enumerate(room):
+            if size <= left:
+                bins[index].append(item)
+                room[index] -= size
+                break
+        else:
+            bins.append([item])
+            room.append(length - size)
+    return [
+        _Packed(
+            [t for e in members for t in e.input_ids],
+            [t for e in members for t in e.labels],
+            [p for e in members for p in range(len(e.input_ids))],
+        )
+        for members in bins
+    ]
+
+
+def _efficiency(sequences: list[_Packed], length: int) -> float | None:
+    """The share of the packed sequences' tokens that are examples' (not padding)."""
+    if not sequences:
+        return None
+    width = max(len(s.input_ids) for s in sequences)
+    return round(sum(len(s.input_ids) for s in sequences) / (width * len(sequences)), 4)
+
+
+def _collate_packed(batch: list[_Packed], tokenizer: Any, device: Any) -> dict[str, Any]:
+    """Packed sequences as tensors; no attention mask, so the positions mark the examples.
+
+    transformers reads restarting position ids as packed sequences and masks attention
+    to each one's own tokens; the padding at the end counts from 0 too, a sequence of
+    its own that nothing attends to, and is not trained on.
+    """
+    import torch
+
+    width = max(len(s.input_ids) for s in batch)
+    pad = tokenizer.pad_token_id
+    ids = [s.input_ids + [pad] * (width - len(s.input_ids)) for s in batch]
+    labels = [s.labels + [IGNORE] * (width - len(s.labels)) for s in batch]
+    positions = [s.position_ids + list(range(width - len(s.position_ids))) for s in batch]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "labels": torch.tensor(labels, device=device),
+        "position_ids": torch.tensor(positions, device=device),
+        # With a cache, transformers does not look for packed sequences: examples would
+        # attend to each other.
+        "use_cache": False,
+    }
 
 
 def _collate(batch: list[_Example], tokenizer: Any, device: Any) -> dict[str, Any]:
@@ -428,6 +540,7 @@ def _model_card(
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
+    training = sum(d.split == "train" for d in snapshot.documents)
     base_loss = number(metrics["base_eval_loss"])
     base_perplexity = number(metrics["base_eval_perplexity"])
     return f"""---
@@ -439,9 +552,10 @@ tags: [lora, llm-twin]
 # {adapter.adapter_id}
 
 A LoRA adapter that writes in the voice of **{adapter.author}**, trained by LLM Twin on
-dataset snapshot `{snapshot.snapshot_id}` ({snapshot.counts.train} training documents,
-{snapshot.counts.test} held out; the responses are the author's own texts, with e-mail
-addresses and phone numbers scrubbed).
+dataset snapshot `{snapshot.snapshot_id}` ({training} training documents in
+{snapshot.counts.train} examples, {snapshot.counts.test} held-out examples of
+{len(snapshot.documents) - training} documents; the responses are the author's own texts,
+with e-mail addresses and phone numbers scrubbed).
 
 | | base model | this adapter |
 |---|---|---|

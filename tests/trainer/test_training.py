@@ -11,7 +11,6 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,15 +56,6 @@ def index(
     ]
     warehouse.save_indexed(db, [warehouse.Cleaned(d, d.content, 1, None) for d in documents], now)
     return documents
-
-
-@pytest.fixture
-def db(mongodb_uri: str) -> Iterator[Database[warehouse.Document]]:
-    client = warehouse.connect(mongodb_uri)
-    try:
-        yield client["trainer_tests"]
-    finally:
-        client.close()
 
 
 @pytest.fixture
