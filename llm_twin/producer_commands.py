@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from infra import kafka, warehouse
@@ -90,12 +91,16 @@ def _finish(report: Report, as_json: bool) -> None:
         typer.echo(json.dumps(report.as_json()))
     else:
         console = Console()
+        replaced = f", replaced {len(report.replaced)}" if report.replaced else ""
         console.print(
             f"published {len(report.published)}, unchanged {len(report.unchanged)}, "
-            f"forgotten {len(report.forgotten)}, failed {len(report.failed)}"
+            f"forgotten {len(report.forgotten)}, failed {len(report.failed)}{replaced}",
+            markup=False,
         )
         for failure in report.failed:
-            console.print(f"  [red]failed[/red] {failure.source}: {failure.reason}", markup=True)
+            # A file's name is the export's to choose: never read as markup.
+            where = escape(f"{failure.source}: {failure.reason}")
+            console.print(f"  [red]failed[/red] {where}", markup=True)
         if report.forgotten:
             console.print("  forgotten documents were skipped; --force publishes them again")
     if report.failed:
@@ -146,10 +151,19 @@ def import_command(
     ],
     author: AuthorOption,
     name: NameOption = None,
+    import_as: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="The import's own name (one PATH): its notes keep their identity wherever "
+            "the folder moves. Default: the folder's resolved location.",
+        ),
+    ] = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Import data exports (LinkedIn, X, Medium, Substack), note folders and local repositories."""
+    origin = _import_name(import_as, paths)
     person = _author(author, name)
     limits = _import_limits()
     settings = PlatformSettings()
@@ -167,11 +181,29 @@ def import_command(
             workdir=settings.home / "repositories",
             limits=limits,
             on_done=done,
+            origin=origin,
         )
         report = publish_found(
             found, publisher=_publisher(connection), ledger=ledger, force=force, now=now
         )
     _finish(report, as_json)
+
+
+def _import_name(name: str | None, paths: list[Path]) -> str | None:
+    """``--as``'s name, checked: one path, printable, no ``#`` (it ends the name in an id)."""
+    if name is None:
+        return None
+    problem = None
+    if len(paths) != 1:
+        problem = "--as names one import: give it one PATH"
+    elif not name.strip() or len(name) > 200:
+        problem = "--as takes a name of 1 to 200 characters"
+    elif "#" in name or not name.isprintable():
+        problem = "--as takes a printable name without '#'"
+    if problem is not None:
+        typer.echo(problem, err=True)
+        raise typer.Exit(2)
+    return name.strip()
 
 
 def _import_limits() -> ImportLimits:

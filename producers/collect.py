@@ -172,8 +172,12 @@ def import_paths(
     workdir: Path,
     limits: ImportLimits = DEFAULT_LIMITS,
     on_done: Callable[[str], None] = lambda _: None,
+    origin: str | None = None,
 ) -> Iterator[Found]:
-    """Exports, note folders and local git repositories, one item at a time."""
+    """Exports, note folders and local git repositories, one item at a time.
+
+    ``origin``: the identity of the one path imported (``import --as NAME``).
+    """
     for path in paths:
         if not path.exists():
             yield Failure(str(path), "no such file or folder")
@@ -184,5 +188,7 @@ def import_paths(
                 str(path), author, workdir=workdir, crawled_at=crawled_at
             ).found()
         else:
-            yield from stream_export(path, author, crawled_at=crawled_at, limits=limits)
+            yield from stream_export(
+                path, author, crawled_at=crawled_at, limits=limits, origin=origin
+            )
         on_done(str(path))

@@ -86,6 +86,20 @@ class Ledger:
         ids |= {r["_id"] for r in self.db[PUBLICATIONS].find({"author": author}, {"_id": 1})}
         return ids - self.forgotten(ids)
 
+    def current(self, author: str, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of ``ids`` that are ``author``'s documents now: in the warehouse or
+        published for this author, and not forgotten."""
+        wanted = list(ids)
+        selection = {"_id": {"$in": wanted}}
+        found = {
+            r["_id"]
+            for r in self.db[RAW_DOCUMENTS].find(selection | {"author.slug": author}, {"_id": 1})
+        }
+        found |= {
+            r["_id"] for r in self.db[PUBLICATIONS].find(selection | {"author": author}, {"_id": 1})
+        }
+        return found - self.forgotten(found)
+
     def record_forgotten(self, author: str, ids: Iterable[uuid.UUID], at: datetime) -> None:
         """Content-free deletion records: future snapshots exclude these, re-crawls skip them."""
         operations = [

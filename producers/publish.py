@@ -3,6 +3,12 @@
 Key = document id, value = the ``RawDocument``; a tombstone (null value) carries
 its author in the ``author`` header so the stream can check it deletes only
 that author's document.
+
+A document whose identity changed names its old one in ``metadata["supersedes"]`` (a
+note imported before imports had an identity: producers/exports/notes.py). Once the
+new document is on the topic (or already known), the old one, if it is still the same
+author's, is forgotten with a tombstone: replaced, not duplicated. The old id is derived
+from the author's own slug, so a document can only ever supersede its own author's.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from infra.kafka import DeliveryFailed, Publisher
 from producers.harvest import Failure, Found, Harvest
 from producers.ledger import Ledger
+from schemas import ids as identities
 from schemas.documents import RawDocument
 from schemas.topics import RAW_DOCUMENTS
 
@@ -34,12 +41,15 @@ class Report:
     unchanged: list[uuid.UUID] = field(default_factory=list)
     forgotten: list[uuid.UUID] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    # Old documents forgotten because a new one superseded them (a note's old identity).
+    replaced: list[uuid.UUID] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "published": [str(i) for i in self.published],
             "unchanged": [str(i) for i in self.unchanged],
             "forgotten": [str(i) for i in self.forgotten],
+            "replaced": [str(i) for i in self.replaced],
             "failed": [{"source": f.source, "reason": f.reason} for f in self.failed],
         }
 
@@ -109,6 +119,7 @@ def _publish_batch(
 ) -> None:
     if not documents:
         return
+    superseded = _superseded(documents.values())
     if not force:
         for forgotten in sorted(ledger.forgotten(documents), key=str):
             report.forgotten.append(documents.pop(forgotten).document_id)
@@ -130,6 +141,42 @@ def _publish_batch(
         publisher.failed.clear()
     ledger.record_published(documents.values(), now)
     report.published += documents
+    _replace(
+        superseded, set(report.published) | set(report.unchanged), report, publisher, ledger, now
+    )
+
+
+def _superseded(documents: Iterable[RawDocument]) -> dict[uuid.UUID, tuple[str, uuid.UUID]]:
+    """old id -> (author, the new document's id), for documents that name an old identity."""
+    found = {}
+    for document in documents:
+        old_source = document.metadata.get("supersedes")
+        if not isinstance(old_source, str) or not old_source:
+            continue
+        old = identities.document_id(document.author.slug, old_source)
+        if old != document.document_id:
+            found[old] = (document.author.slug, document.document_id)
+    return found
+
+
+def _replace(
+    superseded: dict[uuid.UUID, tuple[str, uuid.UUID]],
+    present: set[uuid.UUID],
+    report: Report,
+    publisher: Publisher,
+    ledger: Ledger,
+    now: datetime,
+) -> None:
+    """Forget each old document whose successor is on the topic or already known."""
+    by_author: dict[str, list[uuid.UUID]] = {}
+    for old, (author, new) in superseded.items():
+        if new in present and old not in present:
+            by_author.setdefault(author, []).append(old)
+    for author, olds in by_author.items():
+        gone = sorted(ledger.current(author, olds), key=str)
+        if gone:
+            publish_tombstones(author, gone, publisher=publisher, ledger=ledger, now=now)
+            report.replaced += gone
 
 
 def publish_tombstones(

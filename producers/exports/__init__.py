@@ -31,7 +31,13 @@ from schemas.documents import Author
 
 class Reader(Protocol):
     def __call__(
-        self, path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = ...
+        self,
+        path: Path,
+        author: Author,
+        *,
+        crawled_at: datetime,
+        limits: ImportLimits = ...,
+        origin: str | None = ...,
     ) -> Iterator[Found]: ...
 
 
@@ -55,15 +61,22 @@ def detect(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> Reader | None:
 
 
 def stream_export(
-    path: Path, author: Author, *, crawled_at: datetime, limits: ImportLimits = DEFAULT_LIMITS
+    path: Path,
+    author: Author,
+    *,
+    crawled_at: datetime,
+    limits: ImportLimits = DEFAULT_LIMITS,
+    origin: str | None = None,
 ) -> Iterator[Found]:
     """The export's documents and failures as its reader finds them.
 
     Each entry the export refuses (a symlink out of the folder, a symlink member of a zip)
     is a failure first. A zip refused as a bomb or as too large (``ExportRefused``) is one
-    failure saying so. Readers admit what they will read before reading it, so a zip refused
-    on its declared sizes yields no document; one refused part way, as its bytes are counted,
-    keeps the documents read before and the failure says nothing more was read.
+    failure saying so. Readers admit what they will read before reading it, so a zip
+    refused on its declared sizes yields no document; one refused part way, as its bytes are
+    counted, keeps the documents read before and the failure says nothing more was read.
+    ``origin``: the import's identity (``import --as``); by default its resolved location
+    (a note file's folder).
     """
     try:
         reader, refused = _detect(path, limits)
@@ -73,7 +86,7 @@ def stream_export(
             expected = "; ".join(description for description, _, _ in SIGNATURES)
             yield Failure(str(path), f"not a recognised export: expected {expected}")
             return
-        yield from reader(path, author, crawled_at=crawled_at, limits=limits)
+        yield from reader(path, author, crawled_at=crawled_at, limits=limits, origin=origin)
     except UnreadableFile as error:
         yield Failure(str(path), str(error))
     except ExportRefused as error:

@@ -1,5 +1,12 @@
 """A folder (or zip) of notes: one note per *.md, *.markdown or *.txt file, or a single such file.
 
+A note's identity is its import's (``Reading.origin``: the name given with ``import --as``,
+else the folder's resolved path; a single file's is its folder's, so importing the file or
+its folder is the same note) and its path inside it. Notes imported before imports had an
+identity were ``note:<path>`` alone, so two folders holding ``index.txt`` were one
+document: each note names that old identity in ``metadata["supersedes"]``, and publishing
+it forgets the old document (producers/publish.py).
+
 YAML front matter between leading ``---`` lines is honoured: ``title``, ``date`` or
 ``published``, ``tags``, ``canonical_url``, and ``draft: true`` / ``published: false``
 (Hugo's and Jekyll's ways of saying "not published"), which skip the note.
@@ -39,6 +46,13 @@ def _note_names(archive: Archive) -> list[str]:
     return [name for name in archive.names if is_note(name)]
 
 
+def _origin(path: Path) -> str:
+    """A folder's or a zip's resolved path; for a single note, its folder's (as named)."""
+    if path.is_file() and is_note(path.name):
+        return str(path.parent.resolve())
+    return str(path.resolve())
+
+
 def _open(path: Path, limits: ImportLimits) -> Archive:
     if path.is_file() and is_note(path.name):
         return Archive.single(path, limits)
@@ -55,7 +69,10 @@ def _note(text: str, reading: Reading) -> RawDocument | None:
     if not content:
         raise ValueError("empty after extraction")
     canonical = _text_field(front, "canonical_url")
-    metadata: dict[str, JsonValue] = {"path": name}
+    legacy = f"note:{name}"
+    metadata: dict[str, JsonValue] = {"path": name, "import": reading.origin}
+    if not canonical:
+        metadata["supersedes"] = legacy
     tags = _tags(front.get("tags"))
     if tags:
         metadata["tags"] = list(tags)
@@ -63,7 +80,7 @@ def _note(text: str, reading: Reading) -> RawDocument | None:
         author=reading.author,
         kind=DocumentKind.NOTE,
         platform=PLATFORM,
-        canonical_source=canonical_url(canonical) if canonical else f"note:{name}",
+        canonical_source=canonical_url(canonical) if canonical else f"note:{reading.origin}#{name}",
         source_url=canonical or None,
         title=_text_field(front, "title") or _first_heading(content) or PurePosixPath(name).stem,
         content=content,
@@ -144,4 +161,5 @@ read_notes = ExportReader(
     missing="no Markdown or text notes (*.md, *.markdown, *.txt)",
     files=[Files(_note_names, whole_text, _note)],
     opens=_open,
+    origin_of=_origin,
 )

@@ -38,6 +38,14 @@ class Reading:
     name: str
     author: Author
     crawled_at: datetime
+    # The import's identity: the name the person gave it, else where it is (resolved). Two
+    # folders that both hold index.txt are two origins, so two documents.
+    origin: str = ""
+
+
+def resolved_location(path: Path) -> str:
+    """An import's identity when the person gives it no name: its resolved path."""
+    return str(path.resolve())
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class ExportReader:
     # with the rest so that the zip is judged before any of it is read.
     also_reads: Callable[[Archive], list[str]] = _nothing_more
     opens: Callable[[Path, ImportLimits], Archive] = Archive.open
+    # The identity of an import given no name (``import --as``).
+    origin_of: Callable[[Path], str] = resolved_location
 
     def __call__(
         self,
@@ -87,7 +97,9 @@ class ExportReader:
         *,
         crawled_at: datetime,
         limits: ImportLimits = DEFAULT_LIMITS,
+        origin: str | None = None,
     ) -> Iterator[Found]:
+        origin = origin or self.origin_of(path)
         try:
             archive = self.opens(path, limits)
         except UnreadableFile as error:
@@ -103,7 +115,8 @@ class ExportReader:
             )
             for kind, names in found:
                 for name in names:
-                    yield from _read_file(kind, Reading(archive, name, author, crawled_at))
+                    reading = Reading(archive, name, author, crawled_at, origin)
+                    yield from _read_file(kind, reading)
 
 
 def _read_file(kind: Files[R], reading: Reading) -> Iterator[Found]:

@@ -521,10 +521,11 @@ def test_notes_folder(tmp_path: Path) -> None:
     harvest = read(read_notes, folder)
 
     notes = by_source(harvest)
+    origin = str(folder.resolve())
     assert sorted(notes) == [
         "https://blog.example.org/kafka/",
-        "note:ideas/naming.markdown",
-        "note:journal/2024-01-01.txt",
+        f"note:{origin}#ideas/naming.markdown",
+        f"note:{origin}#journal/2024-01-01.txt",
     ]
     kafka = notes["https://blog.example.org/kafka/"]
     assert kafka.kind is DocumentKind.NOTE
@@ -533,11 +534,13 @@ def test_notes_folder(tmp_path: Path) -> None:
     assert kafka.content == "Batch jobs hid our failures.\n\nStreams made them visible."
     assert kafka.published_at == datetime(2024, 2, 3, tzinfo=UTC)
     assert kafka.source_url == "https://Blog.example.org/kafka/?utm_source=rss"
-    assert kafka.metadata == {"path": "kafka.md", "tags": ["kafka", "streams"]}
-    naming = notes["note:ideas/naming.markdown"]
+    # Its own URL is its identity: nothing older to supersede.
+    assert kafka.metadata == {"path": "kafka.md", "import": origin, "tags": ["kafka", "streams"]}
+    naming = notes[f"note:{origin}#ideas/naming.markdown"]
+    assert naming.metadata["supersedes"] == "note:ideas/naming.markdown"
     assert naming.title == "On naming things"
     assert naming.content.startswith("```sh\n# not a heading\n```\n\n# On naming things")
-    journal = notes["note:journal/2024-01-01.txt"]
+    journal = notes[f"note:{origin}#journal/2024-01-01.txt"]
     assert journal.title == "2024-01-01"
     assert journal.content == "New year, new notes.\n\nSecond paragraph, Café."
     assert journal.published_at is None
@@ -555,6 +558,38 @@ def test_a_single_note_file(tmp_path: Path) -> None:
 
     assert note.canonical_source == "https://blog.example.org/kafka/"
     assert note.metadata["path"] == "kafka.md"
+
+
+def test_a_note_is_the_same_document_read_alone_or_with_its_folder(tmp_path: Path) -> None:
+    folder = notes_folder(tmp_path / "notes")
+    [alone] = read(read_notes, folder / "ideas" / "naming.markdown").documents
+    in_folder = read(read_notes, folder / "ideas").documents
+    assert [d.document_id for d in in_folder] == [alone.document_id]
+
+
+def test_two_folders_holding_the_same_file_names_are_different_documents(tmp_path: Path) -> None:
+    for name in ("blog", "journal"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.md").write_text(f"# {name}\n\nThe {name}'s own words.\n")
+    [blog] = read(read_notes, tmp_path / "blog").documents
+    [journal] = read(read_notes, tmp_path / "journal").documents
+    assert blog.document_id != journal.document_id
+    # Both were one document before imports had an identity: both name it, to replace it.
+    assert blog.metadata["supersedes"] == journal.metadata["supersedes"] == "note:index.md"
+
+
+def test_a_named_import_keeps_its_identity_when_the_folder_moves(tmp_path: Path) -> None:
+    (tmp_path / "blog").mkdir()
+    (tmp_path / "blog" / "index.md").write_text("# Blog\n\nWords.\n")
+    first = list(read_notes(tmp_path / "blog", AUTHOR, crawled_at=CRAWLED_AT, origin="my blog"))
+    (tmp_path / "blog").rename(tmp_path / "moved")
+    again = list(read_notes(tmp_path / "moved", AUTHOR, crawled_at=CRAWLED_AT, origin="my blog"))
+    unnamed = list(read_notes(tmp_path / "moved", AUTHOR, crawled_at=CRAWLED_AT))
+    assert isinstance(first[0], RawDocument) and isinstance(again[0], RawDocument)
+    assert isinstance(unnamed[0], RawDocument)
+    assert first[0].document_id == again[0].document_id
+    assert first[0].canonical_source == "note:my blog#index.md"
+    assert unnamed[0].document_id != first[0].document_id
 
 
 # --- Stable ids, bad input, routing -----------------------------------------------------

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from infra import localstack
+from infra import kafka, localstack, warehouse
+from infra.settings import PlatformSettings
+from producers.ledger import Ledger
+from producers.publish import publish_found
 from schemas import serde
-from schemas.documents import DocumentKind, RawDocument
+from schemas.documents import Author, DocumentKind, RawDocument
 from schemas.topics import RAW_DOCUMENTS
 from tests.producers.test_exports import linkedin_export, notes_folder
 from tests.support import read_topic, run_cli, topic_ends
@@ -114,3 +118,93 @@ def test_a_missing_path_is_a_failure(
         {"source": str(tmp_path / "nope"), "reason": "no such file or folder"}
     ]
     assert landed == []
+
+
+def test_notes_imported_under_their_old_identity_are_replaced_on_their_next_import(
+    tmp_path: Path, stack: localstack.Endpoints, author: str
+) -> None:
+    """Before imports had an identity, two folders that both held index.md were one document
+    (``note:index.md``). The next import replaces it: published anew, the old one forgotten
+    with a tombstone, never duplicated; another author's old note is left alone."""
+    assert stack.kafka_bootstrap_servers and stack.mongodb_uri
+    for name in ("blog", "journal"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.md").write_text(f"# {name}\n\nThe {name}'s own words.\n")
+    other = f"o{uuid.uuid4().hex[:10]}"
+    old = {
+        slug: RawDocument.build(
+            author=Author(slug=slug, display_name=slug),
+            kind=DocumentKind.NOTE,
+            platform="notes",
+            canonical_source="note:index.md",
+            title="journal",
+            content="The journal's own words.",
+            crawled_at=datetime.now(UTC),
+        )
+        for slug in (author, other)
+    }
+    client = warehouse.connect(stack.mongodb_uri)
+    try:
+        ledger = Ledger(
+            client[PlatformSettings().mongodb_database],
+            kafka.cluster_id(stack.kafka_bootstrap_servers),
+        )
+        with kafka.Publisher(
+            kafka.make_producer(stack.kafka_bootstrap_servers, one_record_per_batch=True)
+        ) as publisher:
+            publish_found(
+                old.values(), publisher=publisher, ledger=ledger, force=False, now=datetime.now(UTC)
+            )
+
+        start = topic_ends(stack.kafka_bootstrap_servers, TOPIC)
+        result = run_cli(
+            tmp_path / "home",
+            "import",
+            "--author",
+            author,
+            "--json",
+            str(tmp_path / "blog"),
+            KAFKA_BOOTSTRAP_SERVERS=stack.kafka_bootstrap_servers,
+            MONGODB_URI=stack.mongodb_uri,
+            LLM_TWIN_KAFKA_ONE_RECORD_PER_BATCH="true",
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert len(report["published"]) == 1
+        assert report["replaced"] == [str(old[author].document_id)]
+        landed = read_topic(stack.kafka_bootstrap_servers, TOPIC, start, 2, settle_s=0.5)
+        tombstones = [m for m in landed if m.value() is None]
+        assert [m.key() for m in tombstones] == [str(old[author].document_id).encode()]
+        assert dict(tombstones[0].headers() or [])["author"] == author.encode()
+        assert ledger.current(author, [old[author].document_id]) == set()
+        assert ledger.current(other, [old[other].document_id]) == {old[other].document_id}
+
+        # The other folder is a document of its own; the old one is gone already.
+        code, second, _ = import_cli(tmp_path / "home", stack, author, tmp_path / "journal")
+        assert code == 0 and len(second["published"]) == 1 and second["replaced"] == []
+        assert second["published"] != report["published"]
+        # Importing the same folder again is idempotent.
+        code, third, _ = import_cli(tmp_path / "home", stack, author, tmp_path / "blog")
+        assert code == 0 and third["published"] == [] and third["unchanged"] == report["published"]
+        assert ledger.documents_of(author) == {
+            uuid.UUID(i) for i in report["published"] + second["published"]
+        }
+    finally:
+        client.close()
+
+
+def test_an_import_name_is_checked(tmp_path: Path, stack: localstack.Endpoints) -> None:
+    assert stack.kafka_bootstrap_servers and stack.mongodb_uri
+    for name, paths in (("a#b", ["x"]), ("ok", ["x", "y"]), ("bad\x07", ["x"])):
+        result = run_cli(
+            tmp_path / "home",
+            "import",
+            "--author",
+            "ada",
+            "--as",
+            name,
+            *(str(tmp_path / p) for p in paths),
+            KAFKA_BOOTSTRAP_SERVERS=stack.kafka_bootstrap_servers,
+            MONGODB_URI=stack.mongodb_uri,
+        )
+        assert result.returncode == 2 and "--as" in result.stderr, (name, result.stderr)
