@@ -9,9 +9,11 @@ adapters directory and that its files are the ones recorded.
 
 The policy for a new adapter: it becomes active only if its held-out
 perplexity is not worse than the active one's (an adapter without a
-measurement never replaces a measured one). Every change of the active
-adapter is appended to its author's history, so a rollback returns to the
-one before.
+measurement never replaces a measured one) and its trainer did not refuse it
+on its evaluation (style, attribution and copying against the active one's:
+trainer/promotion.py). The evaluation report and the refusal's reason are kept
+with the adapter. Every change of the active adapter is appended to its
+author's history, so a rollback returns to the one before.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pymongo.database import Database
 
@@ -59,12 +62,24 @@ def _sha256(path: Path) -> str:
 class Registered:
     adapter: AdapterRegistered
     active: bool
+    evaluation: dict[str, Any] | None = None
+    # Why it was not made active when it was registered; None if it was, or was not judged.
+    refused: str | None = None
 
 
-def register(db: Database[Document], adapter: AdapterRegistered, at: datetime) -> bool:
+def register(
+    db: Database[Document],
+    adapter: AdapterRegistered,
+    at: datetime,
+    *,
+    evaluation: dict[str, Any] | None = None,
+    refused: str | None = None,
+) -> bool:
     """Record ``adapter`` and its files' hashes; make it active if it is not worse.
 
-    True if it became active. Only the trainer that wrote the adapter calls this.
+    ``evaluation``: its report, kept with it; ``refused``: its trainer's reason not to
+    promote it. True if it became active. Only the trainer that wrote the adapter calls
+    this.
     """
     record = {
         "event": adapter.model_dump(mode="json"),
@@ -76,10 +91,26 @@ def register(db: Database[Document], adapter: AdapterRegistered, at: datetime) -
     current = active(db, adapter.author)
     if current is not None and current.adapter_id == adapter.adapter_id:
         return True
-    if current is not None and not _not_worse(adapter, current):
+    if refused is None and current is not None and not _not_worse(adapter, current):
+        refused = (
+            f"held-out perplexity {adapter.eval_perplexity} is worse than the active "
+            f"adapter's {current.eval_perplexity}"
+        )
+    verdict: dict[str, Any] = {"refused": refused}
+    if evaluation is not None:
+        verdict["evaluation"] = evaluation
+    db[ADAPTERS].update_one({"_id": adapter.adapter_id}, {"$set": verdict})
+    if refused is not None:
         return False
     _set_active(db, adapter.author, adapter.adapter_id)
     return True
+
+
+def evaluation_of(db: Database[Document], adapter_id: str) -> dict[str, Any] | None:
+    """The evaluation report kept with an adapter, if its trainer evaluated it."""
+    record = db[ADAPTERS].find_one({"_id": adapter_id}, {"evaluation": 1})
+    found = record.get("evaluation") if record else None
+    return dict(found) if isinstance(found, dict) else None
 
 
 def _not_worse(candidate: AdapterRegistered, current: AdapterRegistered) -> bool:
@@ -96,8 +127,30 @@ def adapters_of(db: Database[Document], author: str | None = None) -> list[Regis
     found = []
     for record in db[ADAPTERS].find(query).sort("seen_at", 1):
         adapter = AdapterRegistered.model_validate(record["event"])
-        found.append(Registered(adapter, actives.get(adapter.author) == adapter.adapter_id))
+        found.append(
+            Registered(
+                adapter,
+                actives.get(adapter.author) == adapter.adapter_id,
+                record.get("evaluation"),
+                record.get("refused"),
+            )
+        )
     return found
+
+
+def registered(db: Database[Document], adapter_id: str) -> Registered:
+    """One adapter as the registry keeps it: active or not, its evaluation, any refusal."""
+    record = db[ADAPTERS].find_one({"_id": adapter_id})
+    if record is None:
+        raise UnknownAdapter(f"no adapter {adapter_id}")
+    adapter = AdapterRegistered.model_validate(record["event"])
+    current = db[ACTIVE_ADAPTERS].find_one({"_id": adapter.author}) or {}
+    return Registered(
+        adapter,
+        current.get("active") == adapter_id,
+        record.get("evaluation"),
+        record.get("refused"),
+    )
 
 
 def get(db: Database[Document], adapter_id: str) -> AdapterRegistered:

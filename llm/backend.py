@@ -27,6 +27,11 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int | None = None
+    # Against loops. None: the backend's default (llm/local.py measures its own; a
+    # server keeps its own unless a request asks). The local model and TGI read both;
+    # an OpenAI-compatible server reads the penalty as frequency_penalty = penalty - 1.
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
 
 
 @dataclass(frozen=True)

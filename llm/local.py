@@ -34,6 +34,34 @@ _UNKNOWN = "\x00unknown"
 # both cores busy without each request's first token waiting behind a queue of
 # whole answers.
 DEFAULT_CONCURRENCY = 2
+# Decoding defaults against loops, for a request that does not set its own: measured on
+# SmolLM2-135M-Instruct's drafts (benchmarks/decoding.py; docs/drafting-with-your-twin.md).
+REPETITION_PENALTY = 1.1
+NO_REPEAT_NGRAM_SIZE = 4
+# Evaluation's decoding: greedy (the same drafts every run) with the defaults above.
+DECODING = Sampling(temperature=0.0)
+
+
+def generation_options(sampling: Sampling, max_new_tokens: int | None = None) -> dict[str, Any]:
+    """``generate``'s keyword arguments for ``sampling``, with the defaults above filled in."""
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens or sampling.max_new_tokens}
+    if sampling.temperature > 0:
+        options |= {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    else:
+        options |= {"do_sample": False}
+    penalty = (
+        REPETITION_PENALTY if sampling.repetition_penalty is None else sampling.repetition_penalty
+    )
+    if penalty != 1.0:
+        options["repetition_penalty"] = penalty
+    ngram = (
+        NO_REPEAT_NGRAM_SIZE
+        if sampling.no_repeat_ngram_size is None
+        else sampling.no_repeat_ngram_size
+    )
+    if ngram > 0:
+        options["no_repeat_ngram_size"] = ngram
+    return options
 
 
 class _Done:
@@ -227,15 +255,7 @@ class LocalBackend:
         streamer = _TokenIds(loop, queue)
         error: BaseException | None = None
         try:
-            options: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens}
-            if sampling.temperature > 0:
-                options |= {
-                    "do_sample": True,
-                    "temperature": sampling.temperature,
-                    "top_p": sampling.top_p,
-                }
-            else:
-                options |= {"do_sample": False}
+            options = generation_options(sampling)
             with torch.inference_mode():
                 self._model.generate(
                     input_ids=torch.tensor([prompt]),

@@ -2,7 +2,8 @@
 
 Qdrant local mode admits one process, so a live `serve`/`up` owns the vector
 store: `search` and `status` ask it over HTTP instead of opening the store,
-and `generate` sends its request through Kafka to it. The record
+`generate` sends its request through Kafka to it, and an evaluation searches through
+it (``LiveRetrieval``). The record
 (``LLM_TWIN_HOME/serve.json``) names the process by pid and start time, so a
 record left by a process that died (or a recycled pid) is not taken for it.
 """
@@ -11,15 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from infra.credentials import write_private
+
+if TYPE_CHECKING:
+    from llm.prompt import Passage
+    from trainer.evaluate import Retrieval
 
 SERVE_RECORD = "serve.json"
 LOCAL_KEY_FILE = "api-key"
@@ -130,3 +136,35 @@ def _detail(response: Any) -> str:
         if isinstance(body, dict) and "detail" in body
         else response.reason_phrase
     )
+
+
+class LiveRetrieval:
+    """An evaluation's searches, answered by the running API (it holds the store)."""
+
+    k = 5
+
+    def __init__(self, running: LiveServer, key: str | None) -> None:
+        self._running = running
+        self._key = key
+
+    def search(self, author: str, query: str, k: int) -> list[tuple[uuid.UUID, Passage]]:
+        from trainer.evaluate import passages
+
+        return passages(search(self._running, self._key, author, query[:2000], k))
+
+    def close(self) -> None:
+        pass
+
+
+class Borrowed:
+    """A retrieval over a store its process keeps open: closing it leaves the store open."""
+
+    def __init__(self, retrieval: Retrieval) -> None:
+        self._retrieval = retrieval
+        self.k = retrieval.k
+
+    def search(self, author: str, query: str, k: int) -> list[tuple[uuid.UUID, Passage]]:
+        return self._retrieval.search(author, query, k)
+
+    def close(self) -> None:
+        pass

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from streams.run import Connections
     from streams.settings import IngestSettings
     from trainer.consumer import TrainerParts
+    from trainer.evaluate import Retrieval
+    from trainer.evaluation import Evaluate
+    from trainer.settings import TrainSettings
     from vectorstore.embedder import Embedder
     from vectorstore.store import VectorStore
 
@@ -159,8 +162,14 @@ def connections(settings: PlatformSettings, stack: Stack) -> Connections:
     )
 
 
-def trainer_parts(settings: PlatformSettings, stack: Stack, db: Any) -> TrainerParts:
-    """What the trainer consumer needs, or :class:`Fatal` on bad settings or a missing model."""
+def trainer_parts(
+    settings: PlatformSettings, stack: Stack, db: Any, opened: Shared | None = None
+) -> TrainerParts:
+    """What the trainer consumer needs, or :class:`Fatal` on bad settings or a missing model.
+
+    ``opened``: the store and embedder of the process it runs in (``up --with-trainer``),
+    which its evaluations search.
+    """
     from llm.models import BUNDLED_MODEL_ID, ModelNotFound, resolve
     from llm.settings import LLMSettings
     from trainer.consumer import TrainerParts
@@ -168,7 +177,8 @@ def trainer_parts(settings: PlatformSettings, stack: Stack, db: Any) -> TrainerP
 
     try:
         llm = LLMSettings()
-        config = TrainSettings().config(resolve(llm.model, settings.home))
+        train = TrainSettings()
+        config = train.config(resolve(llm.model, settings.home))
     except ValidationError as error:
         raise _first_reason("training", error) from None
     except ModelNotFound as error:
@@ -182,7 +192,55 @@ def trainer_parts(settings: PlatformSettings, stack: Stack, db: Any) -> TrainerP
         snapshots_root=settings.home / "snapshots",
         config=config,
         base_model_name=llm.model or BUNDLED_MODEL_ID,
+        evaluate=training_evaluator(settings, db, train, config.base_model, opened),
     )
+
+
+def training_evaluator(
+    settings: PlatformSettings,
+    db: Any,
+    train: TrainSettings,
+    base_model: str,
+    opened: Shared | None = None,
+) -> Evaluate | None:
+    """Each new adapter's evaluation before it may be promoted; None when turned off."""
+    from trainer.evaluation import evaluator
+
+    if train.eval_samples == 0:
+        return None
+    return evaluator(
+        db,
+        evaluation_retrieval(settings, opened),
+        base_model=base_model,
+        samples=train.eval_samples,
+        max_new_tokens=train.eval_max_new_tokens,
+    )
+
+
+def evaluation_retrieval(
+    settings: PlatformSettings, opened: Shared | None = None, *, busy: str | None = None
+) -> Callable[[], Retrieval]:
+    """How an evaluation searches the author's passages, decided when it starts.
+
+    The store this process holds (``opened``, left open); else a running `serve`/`up` on
+    this home, through its API (it holds the store); else the store, opened for the
+    evaluation and closed after it (a local store another process holds: ``busy`` as a
+    :class:`Fatal` sentence, or :class:`~vectorstore.store.StoreBusy` without it).
+    """
+    from trainer.evaluate import StoreRetrieval
+
+    def retrieval() -> Retrieval:
+        if opened is not None:
+            return live.Borrowed(StoreRetrieval(opened.store, opened.embedder))
+        running = live.live_server(settings.home)
+        if running is not None and settings.qdrant_url is None:
+            configured = serving_settings().api_key
+            secret = configured.get_secret_value() if configured is not None else None
+            return live.LiveRetrieval(running, live.cli_key(settings.home, secret))
+        embedder = load_embedder(ingest_settings())
+        return StoreRetrieval(open_store(settings, embedder, busy=busy), embedder)
+
+    return retrieval
 
 
 @dataclass
@@ -429,7 +487,7 @@ def serve(
             # drains its streams while the consumer still answers them.
             parts = [ingest_part(settings, stack, ingesting, opened)] if ingest else []
             if trainer:
-                parts.append(trainer_part(trainer_parts(settings, stack, opened.db), say))
+                parts.append(trainer_part(trainer_parts(settings, stack, opened.db, opened), say))
             parts += [service.consumer_part(), service.api_part(listener, host, reached)]
 
             async def cleanup() -> None:

@@ -80,6 +80,23 @@ def snapshot_command(
         typer.echo(f"  {snapshot.path}")
 
 
+def _figures(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The twin's figures of an evaluation report, for a line of `adapters list`."""
+    if not evaluation:
+        return None
+
+    def twin(key: str) -> Any:
+        return (evaluation.get(key) or {}).get("twin")
+
+    return {
+        "perplexity": twin("perplexity"),
+        "attribution": twin("attribution"),
+        "style_similarity": twin("style_similarity"),
+        "ngram8_overlap": (evaluation.get("copying") or {}).get("ngram8_overlap"),
+        "max_overlap_chars": (evaluation.get("copying") or {}).get("max_overlap_chars"),
+    }
+
+
 def _model_writers(settings: PlatformSettings, instructions: bool, preferences: bool) -> Any:
     """The configured model as instruction writer and as the preference pairs' rejected side."""
     if not (instructions or preferences):
@@ -104,18 +121,23 @@ def train_command(
     from rich.progress import Progress
 
     from trainer import training
+    from trainer.settings import TrainSettings
 
     settings = PlatformSettings()
     connection = stack.require(settings)
     with _exits(), stack.warehouse_db(settings, connection) as db:
         job = training.prepare(db, settings.home, snapshot_id, dpo=dpo)
+        # prepare() has read the training settings: they are valid.
+        evaluate = runtime.training_evaluator(settings, db, TrainSettings(), job.config.base_model)
         with Progress(disable=as_json, transient=True) as bar:
             task = bar.add_task(f"training {snapshot_id}", total=None)
 
             def progress(step: int, total: int, loss: float) -> None:
                 bar.update(task, completed=step, total=total, description=f"loss {loss:.3f}")
 
-            trained = job.run(db, lambda: _publisher(connection), progress=progress)
+            trained = job.run(
+                db, lambda: _publisher(connection), progress=progress, evaluate=evaluate
+            )
     result, adapter = trained.result, trained.result.adapter
     summary = {
         "adapter_id": adapter.adapter_id,
@@ -127,6 +149,8 @@ def train_command(
         "eval_perplexity": adapter.eval_perplexity,
         "reused": result.reused,
         "active": trained.active,
+        "refused": trained.refused,
+        "evaluation": _figures(trained.evaluation),
     }
     if as_json:
         typer.echo(json.dumps(summary))
@@ -136,6 +160,8 @@ def train_command(
         f"{verb} {adapter.adapter_id}: held-out loss {result.base_eval_loss} -> {adapter.eval_loss}"
     )
     typer.echo(f"  {Path(adapter.path)}")
+    if trained.refused:
+        typer.echo(f"  not active: {trained.refused}")
 
 
 adapters_app = typer.Typer(help="The LoRA adapters of every twin, and which one answers.")
@@ -151,7 +177,7 @@ def adapters_list(
     connection = stack.require(settings)
     with stack.warehouse_db(settings, connection) as db:
         found = registry.adapters_of(db, author)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "adapter_id": r.adapter.adapter_id,
             "author": r.adapter.author,
@@ -159,6 +185,8 @@ def adapters_list(
             "eval_perplexity": r.adapter.eval_perplexity,
             "created_at": r.adapter.created_at.isoformat(),
             "active": r.active,
+            "evaluation": _figures(r.evaluation),
+            "refused": r.refused,
         }
         for r in found
     ]
@@ -167,7 +195,16 @@ def adapters_list(
         return
     for row in rows:
         mark = "*" if row["active"] else " "
-        typer.echo(f"{mark} {row['adapter_id']}  perplexity {row['eval_perplexity']}")
+        line = f"{mark} {row['adapter_id']}  perplexity {row['eval_perplexity']}"
+        figures = row["evaluation"]
+        if figures is not None:
+            line += (
+                f"  attribution {figures['attribution']}  style {figures['style_similarity']}"
+                f"  8-gram copying {figures['ngram8_overlap']}"
+            )
+        typer.echo(line)
+        if row["refused"]:
+            typer.echo(f"    refused: {row['refused']}")
 
 
 @adapters_app.command("activate")
@@ -213,24 +250,16 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a twin on its snapshot's held-out documents: perplexity, style, retrieval."""
-    from llm_twin import live
     from trainer import evaluation
-    from trainer.evaluate import Retrieval
 
     settings = PlatformSettings()
     connection = stack.require(settings)
-
-    def retrieval() -> Retrieval:
-        embedder = runtime.load_embedder(runtime.ingest_settings())
-        return Retrieval(runtime.open_store(settings, embedder, busy=""), embedder)
+    # A running serve/up answers the searches; a running `ingest` holds the store.
+    retrieval = runtime.evaluation_retrieval(settings, busy="")
 
     with _exits():
         with stack.warehouse_db(settings, connection) as db:
             job = evaluation.pick(db, settings.home, author, adapter_id)
-        if live.live_server(settings.home) is not None and settings.qdrant_url is None:
-            raise runtime.Fatal(
-                "a running serve holds the vector store: stop it to evaluate (or use QDRANT_URL)"
-            )
         report = job.run(
             settings.home,
             retrieval,
@@ -241,18 +270,29 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(report))
         return
-    perplexity, styled, found = (
-        report["perplexity"],
-        report["style_similarity"],
-        report["retrieval"],
-    )
-    typer.echo(f"{job.adapter.adapter_id} on {report['samples']} held-out documents")
-    typer.echo(f"  perplexity        base {perplexity['base']}  twin {perplexity['twin']}")
-    typer.echo(f"  style similarity  base {styled['base']}  twin {styled['twin']}")
-    typer.echo(f"  retrieval         hit@5 {found['hit_at_5']:.3f}  MRR {found['mrr']:.3f}")
+    _print_evaluation(job.adapter.adapter_id, report)
+
+
+def _print_evaluation(adapter_id: str, report: dict[str, Any]) -> None:
+    def row(label: str, figures: dict[str, Any] | None, *names: str) -> None:
+        known = figures or {}
+        typer.echo(f"  {label:<18}" + "  ".join(f"{n} {known.get(n)}" for n in names))
+
+    typer.echo(f"{adapter_id} on {report['samples']} held-out documents")
+    perplexity = report["perplexity"]
+    row("perplexity", perplexity, "base", "twin")
+    row("  on other writers", perplexity, "base_on_reference", "twin_on_reference")
+    row("attribution", report["attribution"], "base", "twin", "human")
+    row("style similarity", report["style_similarity"], "base", "twin", "human")
+    for name in ("base", "twin", "human"):
+        row(f"repetition {name}", report["repetition"][name], "distinct_2", "distinct_3")
+    row("copying (twin)", report["copying"], "max_overlap_chars", "ngram8_overlap")
+    row("copying (human)", report["copying"]["human"], "max_overlap_chars", "ngram8_overlap")
+    row("retrieval", report["retrieval"], "hit_at_5", "mrr")
+    for kind, figures in report["by_kind"].items():
+        row(f"{kind} attribution", figures["attribution"], "base", "twin", "human")
     if report["judge"] is not None:
-        judged = report["judge"]
-        typer.echo(f"  judge (1-5)       base {judged['base']}  twin {judged['twin']}")
+        row("judge (1-5)", report["judge"], "base", "twin")
 
 
 def trainer_command() -> None:

@@ -3,8 +3,10 @@
 One message at a time (training takes the machine): verify the message's
 signature (with a signing key) and the snapshot against its warehouse record
 (its directory under the snapshots directory, its manifest and file hashes),
-train (or reuse) the adapter, record it in the registry, announce it on
-``twin.models`` (a reused one is not announced again: trainer/announce.py),
+train (or reuse) the adapter, evaluate a new one on the snapshot's held-out
+documents (its promotion is gated on that: trainer/promotion.py), record it in
+the registry with its evaluation, announce it on ``twin.models`` (a reused one
+is not announced again: trainer/announce.py),
 and only then store the message's offset, so a trainer killed mid-training
 trains that snapshot again when it restarts (from its last checkpoint). A
 snapshot that cannot be trained (its files are missing here, it has no
@@ -32,6 +34,7 @@ from schemas.signing import SignatureError, Signer
 from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS
 from schemas.training import AdapterRegistered, DatasetSnapshot
 from trainer.announce import register_and_announce
+from trainer.evaluation import Evaluate, evaluate_new
 from trainer.lora import Stopped, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class TrainerParts:
     config: TrainConfig
     base_model_name: str
     signer: Signer | None = None
+    # A new adapter's evaluation, to gate its promotion; None: perplexity alone decides.
+    evaluate: Evaluate | None = None
 
 
 def run(
@@ -143,6 +148,9 @@ def _handle(
     except ValueError as error:  # no training rows, files changed after writing
         reject("train", str(error))
         return None
-    register_and_announce(parts.db, result, publisher)  # delivered before the offset moves on
+    evaluation = evaluate_new(parts.evaluate, result, snapshot, stop)
+    register_and_announce(  # delivered before the offset moves on
+        parts.db, result, publisher, evaluation=evaluation, gate=parts.evaluate is not None
+    )
     log.info("%s: adapter %s", announced.snapshot_id, result.adapter.adapter_id)
     return result.adapter

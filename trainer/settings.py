@@ -19,12 +19,21 @@ class TrainSettings(BaseSettings):
     epochs: int = Field(default=2, ge=1, le=100, description="Passes over the training split")
     batch_size: int = Field(default=4, ge=1, le=512, description="Examples per step")
     max_seq_tokens: int = Field(
-        default=512, ge=16, le=32_768, description="Tokens per example, prompt included"
+        default=512, ge=16, le=32_768, description="Tokens per packed sequence, prompt included"
     )
     checkpoint_every: int = Field(default=50, ge=1, description="Steps between checkpoints")
     seed: int = Field(default=0, description="Shuffling and LoRA initialisation")
     dpo: bool = Field(default=False, description="A DPO stage on the snapshot's preference pairs")
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO's beta")
+    eval_samples: int = Field(
+        default=8,
+        ge=0,
+        le=1000,
+        description="Held-out documents the trainer drafts to gate promotion (0: no evaluation)",
+    )
+    eval_max_new_tokens: int = Field(
+        default=128, ge=1, le=2048, description="Tokens per draft in that evaluation"
+    )
 
     def config(self, base_model: str) -> TrainConfig:
         return TrainConfig(

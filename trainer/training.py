@@ -7,13 +7,16 @@ with the settings read here (``--dpo`` on top of them) and each refusal raised
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from pymongo.database import Database
 
+from infra import adapters as registry
 from infra import kafka, snapshots
 from infra.warehouse import Document
 from llm.models import BUNDLED_MODEL_ID, ModelNotFound, resolve
@@ -21,6 +24,7 @@ from llm.settings import LLMSettings
 from schemas.training import DatasetSnapshot
 from trainer.announce import register_and_announce
 from trainer.errors import NothingToDo, Refused
+from trainer.evaluation import Evaluate, evaluate_new
 from trainer.lora import Progress, TrainConfig, TrainResult, train
 from trainer.settings import TrainSettings
 
@@ -29,6 +33,8 @@ from trainer.settings import TrainSettings
 class Trained:
     result: TrainResult
     active: bool  # the author's active adapter now
+    evaluation: dict[str, Any] | None = None
+    refused: str | None = None  # why it is not active, when it is not
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,10 @@ class Training:
         publisher: Callable[[], kafka.Publisher],
         *,
         progress: Progress,
+        evaluate: Evaluate | None = None,
     ) -> Trained:
-        """Train (or reuse) the adapter, then register and announce it through ``publisher()``.
+        """Train (or reuse) the adapter, evaluate a new one, then register and announce it
+        through ``publisher()`` (its promotion gated on the evaluation: trainer/promotion.py).
 
         The publisher is opened only once training is done: a run takes minutes to hours.
         """
@@ -61,9 +69,13 @@ class Training:
             )
         except ValueError as error:  # no training rows, files changed after writing
             raise NothingToDo(str(error)) from None
+        evaluation = evaluate_new(evaluate, result, self.snapshot, threading.Event())
         with publisher() as announcing:
-            active = register_and_announce(db, result, announcing)
-        return Trained(result, active)
+            active = register_and_announce(
+                db, result, announcing, evaluation=evaluation, gate=evaluate is not None
+            )
+        kept = registry.registered(db, result.adapter.adapter_id)
+        return Trained(result, active, kept.evaluation, None if active else kept.refused)
 
 
 def prepare(db: Database[Document], home: Path, snapshot_id: str, *, dpo: bool) -> Training:

@@ -6,8 +6,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,13 +17,19 @@ from infra import adapters as registry
 from infra import credentials, kafka, localstack, snapshots, warehouse
 from infra.settings import PlatformSettings
 from schemas.topics import DATASET_SNAPSHOTS, DEAD_LETTERS, MODELS
-from schemas.training import AdapterRegistered
+from schemas.training import AdapterRegistered, DatasetSnapshot
+from streams.chunk import Chunk
+from streams.sinks import points_of
 from tests import tiny_model
 from tests.serving.test_consumer import dead_letters_with_key
 from tests.support import topic_ends
 from tests.trainer.test_training import PROJECTIONS, index, voice_text
 from trainer.consumer import TrainerParts, run
+from trainer.evaluate import StoreRetrieval
+from trainer.evaluation import evaluator
 from trainer.lora import TrainConfig
+from vectorstore.embedder import Embedder
+from vectorstore.store import VectorStore
 
 
 def test_each_announced_snapshot_becomes_a_registered_adapter(
@@ -48,6 +56,7 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
         with Path(tampered.path, "train.jsonl").open("a") as rows:
             rows.write('{"instruction": "obey", "response": "the attacker\'s words"}\n')
         model = tiny_model.build(home / "model")
+        evaluate = _evaluator(db, author, home, str(model))
         signer = credentials.signer(settings)
         assert signer is not None, "infra up made the embedded default's signing key"
         parts = TrainerParts(
@@ -65,6 +74,7 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
                 target_modules=[*PROJECTIONS, "lm_head"],
             ),
             base_model_name="tiny",
+            evaluate=evaluate,
         )
         seen: list[AdapterRegistered] = []
         trainer = threading.Thread(
@@ -105,6 +115,11 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
         assert record is not None
         assert record["files"] == registry.file_hashes(Path(adapter.path))
         assert "adapter_config.json" in record["files"]
+        # Evaluated after training, its report kept with it: the first adapter passed.
+        evaluation = record["evaluation"]
+        assert evaluation["adapter_id"] == adapter.adapter_id and evaluation["samples"] > 0
+        assert set(evaluation["attribution"]) == {"twin", "base", "human"}
+        assert record["refused"] is None
         for key, reason in (
             ("unsigned", "unsigned message"),
             ("ghost", "differs from its record"),
@@ -123,6 +138,26 @@ def test_each_announced_snapshot_becomes_a_registered_adapter(
         if trainer is not None:
             trainer.join(timeout=30)  # it closes its clients before the broker goes
         localstack.down(settings)
+
+
+def _evaluator(
+    db: Any, author: str, home: Path, model: str
+) -> Callable[[AdapterRegistered, DatasetSnapshot, threading.Event], dict[str, Any]]:
+    """The trainer's real evaluator, over a local store holding the author's documents."""
+    embedder = Embedder.load()
+    location = str(home / "evaluation-qdrant")
+    with VectorStore.open(location, dimensions=embedder.dimensions) as store:
+        store.ensure_collection(author)
+        for document in warehouse.raw_documents_of(db, author):
+            text = document.content
+            chunk = Chunk(index=0, text=text, start=0, end=len(text), token_count=60)
+            vectors = embedder.encode([text]).tolist()
+            store.upsert(author, points_of(document, [chunk], vectors, "t", datetime.now(UTC)))
+
+    def retrieval() -> StoreRetrieval:
+        return StoreRetrieval(VectorStore.open(location, dimensions=embedder.dimensions), embedder)
+
+    return evaluator(db, retrieval, base_model=model, samples=2, max_new_tokens=6)
 
 
 def _models_since(bootstrap: str, since: dict[int, int]) -> list[AdapterRegistered]:

@@ -15,7 +15,7 @@ from streams.chunk import Chunk
 from streams.sinks import points_of
 from tests import tiny_model
 from tests.trainer.test_training import PROJECTIONS, index
-from trainer.evaluate import NothingToEvaluate, Retrieval, evaluate
+from trainer.evaluate import NothingToEvaluate, StoreRetrieval, evaluate
 from trainer.lora import TrainConfig, train
 from vectorstore.embedder import Embedder
 from vectorstore.store import VectorStore
@@ -90,11 +90,11 @@ def test_evaluation_reports_perplexity_retrieval_and_style(
             report = evaluate(
                 adapter,
                 built,
-                Retrieval(store, embedder),
+                StoreRetrieval(store, embedder),
                 base_model=str(model),
                 author_name="Zed Moor",
                 max_samples=4,
-                max_new_tokens=12,
+                max_new_tokens=24,
                 judge=lambda references, drafts: float(len(drafts)),
             )
     finally:
@@ -103,8 +103,23 @@ def test_evaluation_reports_perplexity_retrieval_and_style(
     held_out = len(snapshots.rows(built, Split.TEST))
     assert report["samples"] == min(4, held_out) > 0
     assert report["perplexity"]["twin"] < report["perplexity"]["base"]
-    assert set(report["style_similarity"]) == {"base", "twin"}
+    assert set(report["style_similarity"]) == {"base", "twin", "human"}
     assert all(0.0 <= v <= 1.0 for v in report["style_similarity"].values())
+    # The human ceiling: the author's own held-out documents read as theirs, and like them.
+    assert report["attribution"]["human"] == 1.0
+    assert report["attribution"]["base"] <= report["attribution"]["human"]
+    styled = report["style_similarity"]
+    assert styled["human"] > styled["twin"] > styled["base"]
+    # The twin prefers its author's text to the reference writers' far more than the base.
+    ratios = report["perplexity"]
+    assert (
+        ratios["twin"] / ratios["base"] < ratios["twin_on_reference"] / ratios["base_on_reference"]
+    )
+    assert set(report["copying"]) == {"max_overlap_chars", "ngram8_overlap", "base", "human"}
+    assert set(report["repetition"]) == {"base", "twin", "human"}
+    assert report["repetition"]["human"]["distinct_2"] is not None
+    assert report["noise"]["style_similarity"] is not None
+    assert report["decoding"]["repetition_penalty"] > 1.0
     # Every held-out document is found by its own middle sentence, near the top.
     assert report["retrieval"]["hit_at_5"] == 1.0
     assert report["retrieval"]["mrr"] > 0.5

@@ -312,8 +312,22 @@ def test_the_snapshot_and_train_commands(
         assert summary["counts"]["test"] > 0  # zed's ids are fixed: so is their split
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
         report = json.loads(evaluated.stdout)
-        assert set(report) >= {"perplexity", "style_similarity", "retrieval"}
-        assert set(report["perplexity"]) == {"base", "twin"}
+        assert set(report) >= {
+            "perplexity",
+            "style_similarity",
+            "retrieval",
+            "attribution",
+            "copying",
+            "repetition",
+            "by_kind",
+        }
+        assert set(report["perplexity"]) == {
+            "base",
+            "twin",
+            "base_on_reference",
+            "twin_on_reference",
+        }
+        assert set(report["attribution"]) == {"base", "twin", "human"}
         rolled = run_cli(home, "adapters", "rollback", "--author", "zed")
         assert rolled.returncode == 0 and "base model" in rolled.stdout
 

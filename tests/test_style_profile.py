@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from trainer import style
+from style import profile as style
 
 MOOR = ["splendid", "moorland", "kettle", "drizzle", "indeed", "quietly", "lantern", "the"]
 
