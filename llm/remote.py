@@ -206,6 +206,8 @@ class TgiBackend(_HttpBackend):
             "max_new_tokens": sampling.max_new_tokens,
             "adapter_id": adapter,
             "seed": sampling.seed,
+            # TGI's own option; it has no no-repeat n-gram size. None: the server's default.
+            "repetition_penalty": sampling.repetition_penalty,
         }
         if sampling.temperature > 0:
             options |= {
@@ -267,6 +269,8 @@ class OpenAIBackend(_HttpBackend):
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 seed=sampling.seed,
+                # vLLM's and SGLang's sampling options beyond OpenAI's, sent only when asked.
+                extra_body=_extra(sampling),
             )
 
         pieces = 0
@@ -286,3 +290,13 @@ class OpenAIBackend(_HttpBackend):
         else:
             prompt = sum(self.count_tokens(m["content"]) for m in messages)
             yield Finish(prompt, pieces, reason)
+
+
+def _extra(sampling: Sampling) -> dict[str, Any] | None:
+    """The repetition penalty a request asked for, in vLLM's name; None when it asked none.
+
+    vLLM has no no-repeat n-gram size: that option is the local model's alone.
+    """
+    if sampling.repetition_penalty is None:
+        return None
+    return {"repetition_penalty": sampling.repetition_penalty}

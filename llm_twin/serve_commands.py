@@ -104,6 +104,14 @@ def generate_command(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=2048)] = 256,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p", min=0.01, max=1.0)] = 0.95,
+    repetition_penalty: Annotated[
+        float | None,
+        typer.Option("--repetition-penalty", min=1.0, max=2.0, help="Default: the backend's."),
+    ] = None,
+    no_repeat_ngram_size: Annotated[
+        int | None,
+        typer.Option("--no-repeat-ngram-size", min=0, max=16, help="Local model only."),
+    ] = None,
 ) -> None:
     """Draft a text in the author's voice, streamed through Kafka to the terminal.
 
@@ -135,6 +143,8 @@ def generate_command(
                         max_new_tokens=max_new_tokens,
                         temperature=temperature,
                         top_p=top_p,
+                        repetition_penalty=repetition_penalty,
+                        no_repeat_ngram_size=no_repeat_ngram_size,
                         timeout_s=serving.request_timeout_s,
                     )
                 except ValidationError as error:

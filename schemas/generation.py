@@ -40,6 +40,9 @@ class GenerationRequest(Message):
     max_new_tokens: Annotated[int, Field(ge=1, le=2048)] = 512
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    # Against loops; None: the backend's default (the local model's is measured).
+    repetition_penalty: Annotated[float, Field(ge=1.0, le=2.0)] | None = None
+    no_repeat_ngram_size: Annotated[int, Field(ge=0, le=16)] | None = None
     deadline: AwareDatetime
     reply_to: ReplyTo
     created_at: AwareDatetime

@@ -130,6 +130,8 @@ class Answerer:
             max_new_tokens=request.max_new_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            no_repeat_ngram_size=request.no_repeat_ngram_size,
         )
         pieces: list[str] = []
         first_token: float | None = None

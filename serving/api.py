@@ -112,6 +112,9 @@ class GenerateBody(BaseModel):
     max_new_tokens: Annotated[int, Field(ge=1, le=2048)] = 512
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    # Against loops; unset: the backend's default (docs/drafting-with-your-twin.md).
+    repetition_penalty: Annotated[float, Field(ge=1.0, le=2.0)] | None = None
+    no_repeat_ngram_size: Annotated[int, Field(ge=0, le=16)] | None = None
     stream: bool = True
 
 
@@ -130,6 +133,9 @@ class ChatBody(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=2048)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    # vLLM's and TGI's names, as OpenAI clients send them in their extra body.
+    repetition_penalty: Annotated[float, Field(ge=1.0, le=2.0)] | None = None
+    no_repeat_ngram_size: Annotated[int, Field(ge=0, le=16)] | None = None
 
 
 class Metrics:
@@ -476,6 +482,8 @@ def create_app(
                 max_new_tokens=body.max_completion_tokens or body.max_tokens or 512,
                 temperature=body.temperature,
                 top_p=body.top_p,
+                repetition_penalty=body.repetition_penalty,
+                no_repeat_ngram_size=body.no_repeat_ngram_size,
             )
             request = _new_request(channel, author, prompt, asked, timeout_s)
             events = _measured(channel.stream(request), metrics)
@@ -530,6 +538,8 @@ def _new_request(
             max_new_tokens=body.max_new_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
+            repetition_penalty=body.repetition_penalty,
+            no_repeat_ngram_size=body.no_repeat_ngram_size,
             timeout_s=timeout_s,
         )
     except ValueError as error:  # pydantic: an author that is not a slug

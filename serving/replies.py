@@ -154,6 +154,8 @@ class ReplyChannel:
         max_new_tokens: int = 512,
         temperature: float = 0.7,
         top_p: float = 0.95,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         timeout_s: float = 120.0,
     ) -> GenerationRequest:
         now = datetime.now(UTC)
@@ -164,6 +166,8 @@ class ReplyChannel:
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
             deadline=now + timedelta(seconds=timeout_s),
             reply_to=ReplyTo(partition=self.partition),
             created_at=now,

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from llm.backend import ChatMessage, Event, Finish, Piece, Sampling
 from llm.errors import BackendFailed, BackendUnavailable
-from llm.local import Detokenizer, LocalBackend
+from llm.local import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY, Detokenizer, LocalBackend
 from tests.tiny_model import build
 
 GREEDY = Sampling(max_new_tokens=24, temperature=0.0)
@@ -97,8 +97,16 @@ def text_of(events: list[Event]) -> str:
     return "".join(e.text for e in events if isinstance(e, Piece))
 
 
-def greedy_ids(model: PreTrainedModel, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """The reference: transformers' own greedy generation, without the backend."""
+def greedy_ids(
+    model: PreTrainedModel, prompt: list[int], max_new_tokens: int, **options: Any
+) -> list[int]:
+    """The reference: transformers' own greedy generation, without the backend, with the
+    local backend's decoding defaults (or ``options``)."""
+    chosen = {
+        "repetition_penalty": REPETITION_PENALTY,
+        "no_repeat_ngram_size": NO_REPEAT_NGRAM_SIZE,
+    }
+    chosen |= options
     with torch.inference_mode():
         output = model.generate(  # type: ignore[operator]
             input_ids=torch.tensor([prompt]),
@@ -106,6 +114,7 @@ def greedy_ids(model: PreTrainedModel, prompt: list[int], max_new_tokens: int) -
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=2,
+            **chosen,
         )
     return [int(i) for i in output[0, len(prompt) :].tolist()]
 
@@ -166,6 +175,34 @@ def test_greedy_text_is_what_generate_decodes_and_repeats(
     decoded = tokenizer.decode(reference, skip_special_tokens=True)
     assert_same_text_but_unfinished_bytes(text_of(first), decoded)
     assert len(text_of(first)) > 0
+
+
+def _repeated_ngrams(ids: list[int], n: int) -> int:
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_the_local_defaults_break_loops_and_a_request_may_turn_them_off(
+    backend: LocalBackend, model: PreTrainedModel, tokenizer: Any
+) -> None:
+    messages = question("Tell me about the feature pipeline, at length.")
+    prompt = backend.prompt_ids(messages)
+    plain = greedy_ids(model, prompt, 80, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    defaults = greedy_ids(model, prompt, 80)
+    assert _repeated_ngrams(plain, NO_REPEAT_NGRAM_SIZE) > 0  # a random tiny model loops
+    assert _repeated_ngrams(defaults, NO_REPEAT_NGRAM_SIZE) == 0
+    asked_off = Sampling(
+        max_new_tokens=80, temperature=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0
+    )
+    assert_same_text_but_unfinished_bytes(
+        text_of(run(backend, messages, asked_off)),
+        tokenizer.decode(plain, skip_special_tokens=True),
+    )
+    by_default = Sampling(max_new_tokens=80, temperature=0.0)
+    assert_same_text_but_unfinished_bytes(
+        text_of(run(backend, messages, by_default)),
+        tokenizer.decode(defaults, skip_special_tokens=True),
+    )
 
 
 def test_the_end_token_stops_the_answer_and_is_not_shown(

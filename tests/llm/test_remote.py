@@ -524,3 +524,20 @@ def test_a_tokenizer_without_chat_template_gets_the_plain_prompt(
         "User: Why did we move ingestion to Kafka?\n\n"
         "Assistant:"
     )
+
+
+def test_a_requested_repetition_penalty_reaches_each_server_and_none_is_sent_unasked(
+    fake: FakeServer,
+) -> None:
+    asked = Sampling(max_new_tokens=8, temperature=0.0, repetition_penalty=1.3)
+    run(TgiBackend(fake.url), asked)
+    run(TgiBackend(fake.url), Sampling(max_new_tokens=8, temperature=0.0))
+    tgi_asked, tgi_default = (r.body["parameters"] for r in fake.received)
+    assert tgi_asked["repetition_penalty"] == 1.3
+    assert tgi_default.get("repetition_penalty") is None  # the server's own default
+    fake.reset(Answer(finish="length"))
+    run(OpenAIBackend(fake.url, model="twin-base"), asked)
+    run(OpenAIBackend(fake.url, model="twin-base"), Sampling(max_new_tokens=8))
+    openai_asked, openai_default = (r.body for r in fake.received)
+    assert openai_asked["repetition_penalty"] == 1.3  # vLLM's extra sampling option
+    assert "repetition_penalty" not in openai_default

@@ -303,6 +303,23 @@ def test_the_tiny_real_model_streams_through_kafka(
     assert done.usage.prompt_tokens > 0
 
 
+def test_a_requests_repetition_penalty_reaches_the_server_through_kafka(served: Served) -> None:
+    before = len(served.fake.requests)
+    check_complete(ask(served.channel, "bob", "Write about offsets", max_new_tokens=3))
+    check_complete(
+        ask(
+            served.channel,
+            "bob",
+            "Write about offsets",
+            max_new_tokens=3,
+            repetition_penalty=1.25,
+        )
+    )
+    unasked, asked = (r["parameters"] for r in served.fake.requests[before:])
+    assert unasked.get("repetition_penalty") is None  # the server keeps its own default
+    assert asked["repetition_penalty"] == 1.25
+
+
 def test_cancel_stops_the_generation_with_a_cancelled_error(served: Served) -> None:
     served.fake.token_delay_s = 0.05
 

@@ -119,7 +119,7 @@ def test_evaluation_reports_perplexity_retrieval_and_style(
     assert set(report["repetition"]) == {"base", "twin", "human"}
     assert report["repetition"]["human"]["distinct_2"] is not None
     assert report["noise"]["style_similarity"] is not None
-    assert report["decoding"]["repetition_penalty"] > 1.0
+    assert report["decoding"]["no_repeat_ngram_size"] > 0  # the local defaults against loops
     # Every held-out document is found by its own middle sentence, near the top.
     assert report["retrieval"]["hit_at_5"] == 1.0
     assert report["retrieval"]["mrr"] > 0.5
