@@ -578,6 +578,15 @@ def test_two_folders_holding_the_same_file_names_are_different_documents(tmp_pat
     assert blog.metadata["supersedes"] == journal.metadata["supersedes"] == "note:index.md"
 
 
+def test_a_file_named_like_another_notes_identity_supersedes_nothing(tmp_path: Path) -> None:
+    """"blog#index.md" was never an old identity: "note:blog#index.md" is the identity of
+    index.md in the import named "blog" today, and must not be forgotten by this file."""
+    (tmp_path / "crafted").mkdir()
+    (tmp_path / "crafted" / "blog#index.md").write_text("# Crafted\n\nWords.\n")
+    [crafted] = read(read_notes, tmp_path / "crafted").documents
+    assert "supersedes" not in crafted.metadata
+
+
 def test_a_named_import_keeps_its_identity_when_the_folder_moves(tmp_path: Path) -> None:
     (tmp_path / "blog").mkdir()
     (tmp_path / "blog" / "index.md").write_text("# Blog\n\nWords.\n")
