@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,12 @@ import torch
 from pymongo.database import Database
 
 from infra import localstack, snapshots, warehouse
+from infra.ports import free_port
 from infra.settings import PlatformSettings
 from schemas.documents import Author, DocumentKind, RawDocument
 from schemas.training import DatasetSnapshot, Split
 from tests import tiny_model
+from tests.serving.test_up import read_until, start_cli
 from tests.support import run_cli
 from trainer.lora import Stopped, TrainConfig, train
 
@@ -328,6 +331,30 @@ def test_the_snapshot_and_train_commands(
             "twin_on_reference",
         }
         assert set(report["attribution"]) == {"base", "twin", "human"}
+
+        # With a serve holding the store, eval searches through it instead of refusing.
+        port = free_port()
+        serving = start_cli(home, "serve", "--port", str(port), LLM_TWIN_MODEL=str(model_dir))
+        try:
+            assert serving.stderr is not None
+            read_until(serving.stderr, b"serving on", serving, 120)
+            through = run_cli(
+                home,
+                "eval",
+                "--author",
+                "zed",
+                "--json",
+                "--max-samples",
+                "2",
+                "--max-new-tokens",
+                "6",
+                LLM_TWIN_MODEL=str(model_dir),
+            )
+        finally:
+            serving.send_signal(signal.SIGTERM)
+            serving.communicate(timeout=90)
+        assert through.returncode == 0, through.stderr[-2000:]
+        assert json.loads(through.stdout)["perplexity"] == report["perplexity"]
         rolled = run_cli(home, "adapters", "rollback", "--author", "zed")
         assert rolled.returncode == 0 and "base model" in rolled.stdout
 
