@@ -579,8 +579,8 @@ def test_two_folders_holding_the_same_file_names_are_different_documents(tmp_pat
 
 
 def test_a_file_named_like_another_notes_identity_supersedes_nothing(tmp_path: Path) -> None:
-    """"blog#index.md" was never an old identity: "note:blog#index.md" is the identity of
-    index.md in the import named "blog" today, and must not be forgotten by this file."""
+    """A name like blog#index.md was never an old identity: note:blog#index.md is the identity
+    of index.md in the import named "blog" today, and must not be forgotten by this file."""
     (tmp_path / "crafted").mkdir()
     (tmp_path / "crafted" / "blog#index.md").write_text("# Crafted\n\nWords.\n")
     [crafted] = read(read_notes, tmp_path / "crafted").documents
