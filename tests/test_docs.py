@@ -146,16 +146,16 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
         "#nowhere: no heading makes the anchor #nowhere",
     ]
     script = tmp_path / "run.sh"
-    script.write_text("# see DESIGN.md and docs/guide.md; guide.md; *.md; https://h/x/NOTES.md\n")
+    script.write_text("# see PLAN.md and docs/guide.md; guide.md; *.md; https://h/x/NOTES.md\n")
     (tmp_path / "tests").mkdir()
     test = tmp_path / "tests" / "test_notes.py"
-    test.write_text('(tmp / "note.md").write_text("x")  # note.md is ours; STYLE.md is not\n')
+    test.write_text('(tmp / "note.md").write_text("x")  # note.md is ours; RULES.md is not\n')
     files = [page, script, tmp_path / "docs" / "guide.md", test]
     assert missing_documents(files, tmp_path) == [
         "README.md: docs/gone.md",
         "README.md: nothing.md",
-        "run.sh: DESIGN.md",
-        "tests/test_notes.py: STYLE.md",
+        "run.sh: PLAN.md",
+        "tests/test_notes.py: RULES.md",
     ]
 
 

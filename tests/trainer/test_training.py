@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -260,6 +261,22 @@ def test_a_stopped_training_keeps_its_last_step_and_the_next_run_resumes_there(
     assert not result.reused and Path(result.adapter.path).is_dir()
 
 
+def small_eval(home: Path, model_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``eval --json`` of zed's adapter on two held-out documents, six tokens a draft."""
+    return run_cli(
+        home,
+        "eval",
+        "--author",
+        "zed",
+        "--json",
+        "--max-samples",
+        "2",
+        "--max-new-tokens",
+        "6",
+        LLM_TWIN_MODEL=str(model_dir),
+    )
+
+
 def test_the_snapshot_and_train_commands(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path
 ) -> None:
@@ -300,18 +317,7 @@ def test_the_snapshot_and_train_commands(
         assert run_cli(home, "eval", "--author", "nobody").returncode == 2  # no adapter
         listed = json.loads(run_cli(home, "adapters", "list", "--json").stdout)["adapters"]
         assert [(a["adapter_id"], a["active"]) for a in listed] == [(result["adapter_id"], True)]
-        evaluated = run_cli(
-            home,
-            "eval",
-            "--author",
-            "zed",
-            "--json",
-            "--max-samples",
-            "2",
-            "--max-new-tokens",
-            "6",
-            LLM_TWIN_MODEL=str(model_dir),
-        )
+        evaluated = small_eval(home, model_dir)
         assert summary["counts"]["test"] > 0  # zed's ids are fixed: so is their split
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
         report = json.loads(evaluated.stdout)
@@ -338,18 +344,7 @@ def test_the_snapshot_and_train_commands(
         try:
             assert serving.stderr is not None
             read_until(serving.stderr, b"serving on", serving, 120)
-            through = run_cli(
-                home,
-                "eval",
-                "--author",
-                "zed",
-                "--json",
-                "--max-samples",
-                "2",
-                "--max-new-tokens",
-                "6",
-                LLM_TWIN_MODEL=str(model_dir),
-            )
+            through = small_eval(home, model_dir)
         finally:
             serving.send_signal(signal.SIGTERM)
             serving.communicate(timeout=90)
